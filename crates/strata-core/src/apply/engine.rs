@@ -1,0 +1,563 @@
+//! Per-entry apply logic, shared by both output forms.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::rc::Rc;
+
+use super::lower::LowerChain;
+use super::parents::DirTimes;
+use super::report::ApplyReport;
+use super::{Applier, DevicePolicy, Mode, meta};
+use crate::error::{Error, Result};
+use crate::path::{self, LayerPath, Meaning};
+use crate::sys::{self, Code, NodeKind};
+use crate::tar::{Entry, EntryKind, Reader};
+
+/// The state of one apply.
+pub(super) struct Engine<'a> {
+    pub(super) opts: &'a Applier,
+    pub(super) root: BorrowedFd<'a>,
+    pub(super) target: &'a Path,
+    pub(super) lower: &'a LowerChain,
+    report: ApplyReport,
+    /// Paths this layer wrote (implied directories included): whiteouts and opaque
+    /// markers only hide lower layers, never this layer's own entries.
+    pub(super) written: HashSet<LayerPath>,
+    /// Overlay form: the char 0/0 whiteouts this layer placed.
+    pub(super) whiteouts: HashSet<LayerPath>,
+    /// Directories this layer made opaque.
+    opaque: HashSet<LayerPath>,
+    pub(super) dir_times: DirTimes,
+    /// The last parent directory resolved. Any removal clears it, so it never points
+    /// at a directory a later entry replaced (containerd CVE-2025-47290).
+    pub(super) cache: Option<(LayerPath, Rc<OwnedFd>)>,
+    aufs_links: bool,
+    index: u64,
+    entry_path: String,
+}
+
+/// What stood at a name an entry wants.
+enum Clash {
+    /// A directory, and the entry is one too: merge.
+    Merge,
+    /// Removed; it was an ordinary entry.
+    Replaced,
+    /// Removed; it was this layer's whiteout (a directory put there becomes opaque).
+    ReplacedWhiteout,
+}
+
+impl<'a> Engine<'a> {
+    pub(super) fn new(opts: &'a Applier, root: BorrowedFd<'a>, target: &'a Path, lower: &'a LowerChain) -> Self {
+        Engine {
+            opts,
+            root,
+            target,
+            lower,
+            report: ApplyReport::empty(),
+            written: HashSet::new(),
+            whiteouts: HashSet::new(),
+            opaque: HashSet::new(),
+            dir_times: DirTimes::default(),
+            cache: None,
+            aufs_links: false,
+            index: 0,
+            entry_path: String::new(),
+        }
+    }
+
+    /// Applies every entry, then restores directory times.
+    pub(super) fn run<R: io::BufRead>(mut self, reader: &mut Reader<R>) -> Result<ApplyReport> {
+        while let Some(entry) = reader.next_entry()? {
+            self.index = entry.index;
+            self.entry_path = entry.display_path();
+            self.report.entries += 1;
+            self.apply_entry(&entry, reader)?;
+        }
+        if self.aufs_links {
+            sys::remove_all(self.root, OsStr::from_bytes(path::AUFS_LINK_DIR)).map_err(|source| Error::Io {
+                op: "remove aufs link dir",
+                path: self.target.to_owned(),
+                source,
+            })?;
+            self.cache = None;
+        }
+        self.restore_dir_times()?;
+        Ok(self.report)
+    }
+
+    pub(super) fn fail(&self, reason: impl Into<String>) -> Error {
+        Error::Entry { index: self.index, path: self.entry_path.clone(), reason: reason.into() }
+    }
+
+    pub(super) fn io(&self, op: &'static str, source: io::Error) -> Error {
+        Error::EntryIo { index: self.index, path: self.entry_path.clone(), op, source }
+    }
+
+    fn apply_entry<R: io::BufRead>(&mut self, entry: &Entry, reader: &mut Reader<R>) -> Result<()> {
+        let path = LayerPath::parse(&entry.path).map_err(|r| self.fail(r))?;
+        match path::classify(path).map_err(|r| self.fail(r))? {
+            Meaning::AufsMeta => Ok(()),
+            Meaning::AufsLinkTarget(p) => {
+                self.aufs_links = true;
+                if p.components().count() > 2 || !matches!(entry.kind, EntryKind::File | EntryKind::Dir) {
+                    return Err(self.fail("only regular files directly under .wh..wh.plnk are supported"));
+                }
+                self.place(&p, entry, reader)
+            }
+            Meaning::Opaque(dir) => self.opaque_marker(&dir, entry),
+            Meaning::Whiteout(p) => self.whiteout(&p, entry),
+            Meaning::Plain(p) if p.is_root() => self.root_entry(entry),
+            Meaning::Plain(p) => self.place(&p, entry, reader),
+        }
+    }
+
+    /// `./` itself: attributes for the layer root, which must stay a directory.
+    fn root_entry(&mut self, entry: &Entry) -> Result<()> {
+        if entry.kind != EntryKind::Dir {
+            return Err(self.fail(format!("the layer root cannot be replaced by a {:?}", entry.kind)));
+        }
+        let dir = sys::open_child_dir_readable(self.root, OsStr::new("")).map_err(|e| self.io("open target", e))?;
+        self.set_dir_metadata(dir.as_fd(), entry)?;
+        self.dir_times.set(LayerPath::root(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
+        Ok(())
+    }
+
+    fn place<R: io::BufRead>(&mut self, p: &LayerPath, entry: &Entry, reader: &mut Reader<R>) -> Result<()> {
+        let Some((parent, name)) = p.split_last() else {
+            return self.root_entry(entry);
+        };
+        let dir = self.dir_at(&parent, entry)?;
+        let dir = dir.as_fd();
+        match entry.kind {
+            EntryKind::File => self.write_file(dir, name, p, entry, reader)?,
+            EntryKind::Dir => self.make_dir(dir, name, p, entry)?,
+            EntryKind::Symlink => self.make_symlink(dir, name, p, entry)?,
+            EntryKind::Hardlink => self.make_hardlink(dir, name, p, entry)?,
+            EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => self.make_node(dir, name, p, entry)?,
+        }
+        self.written.insert(p.clone());
+        Ok(())
+    }
+
+    /// Clears `name` for a new entry after `EEXIST`.
+    fn clash(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, new_is_dir: bool) -> Result<Clash> {
+        let existing = sys::lstat(dir, name).map_err(|e| self.io("fstatat", e))?;
+        if new_is_dir && existing.as_ref().is_some_and(sys::is_dir) {
+            return Ok(Clash::Merge);
+        }
+        let ours = self.whiteouts.remove(p);
+        sys::remove_all(dir, name).map_err(|e| self.io("remove existing entry", e))?;
+        if existing.as_ref().is_some_and(sys::is_dir) {
+            self.cache = None;
+        }
+        Ok(if ours { Clash::ReplacedWhiteout } else { Clash::Replaced })
+    }
+
+    fn owner(&self, entry: &Entry) -> Result<Option<(u32, u32)>> {
+        let uid = meta::id32("uid", entry.uid).map_err(|r| self.fail(r))?;
+        let gid = meta::id32("gid", entry.gid).map_err(|r| self.fail(r))?;
+        Ok(self.opts.same_owner.then_some((uid, gid)))
+    }
+
+    fn write_file<R: io::BufRead>(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        p: &LayerPath,
+        entry: &Entry,
+        reader: &mut Reader<R>,
+    ) -> Result<()> {
+        let owner = self.owner(entry)?;
+        let mut file = match sys::create_file_exclusive(dir, name) {
+            Ok(file) => file,
+            Err(e) if sys::is_errno(&e, Code::EXIST) => {
+                self.clash(dir, name, p, false)?;
+                sys::create_file_exclusive(dir, name).map_err(|e| self.io("openat (create file)", e))?
+            }
+            Err(e) => return Err(self.io("openat (create file)", e)),
+        };
+        match &entry.sparse {
+            None => self.copy_data(reader, |chunk| file.write_all(chunk))?,
+            Some(map) => {
+                for &(offset, len) in &map.regions {
+                    let mut at = offset;
+                    let mut left = len;
+                    while left > 0 {
+                        let chunk = reader.data()?;
+                        let n = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+                        file.write_all_at(&chunk[..n], at).map_err(|e| self.io("pwrite", e))?;
+                        reader.consume(n);
+                        at += n as u64;
+                        left -= n as u64;
+                        self.report.bytes += n as u64;
+                    }
+                }
+                // Holes stay holes: extending the length allocates nothing.
+                file.set_len(map.real_size).map_err(|e| self.io("ftruncate", e))?;
+            }
+        }
+        self.set_fd_metadata(file.as_fd(), owner, entry)?;
+        sys::set_times_fd(file.as_fd(), entry.atime.unwrap_or(entry.mtime), entry.mtime)
+            .map_err(|e| self.io("futimens", e))?;
+        self.report.files += 1;
+        Ok(())
+    }
+
+    fn copy_data<R: io::BufRead>(
+        &mut self,
+        reader: &mut Reader<R>,
+        mut write: impl FnMut(&[u8]) -> io::Result<()>,
+    ) -> Result<()> {
+        while reader.remaining() > 0 {
+            let chunk = reader.data()?;
+            let n = chunk.len();
+            write(chunk).map_err(|e| self.io("write", e))?;
+            reader.consume(n);
+            self.report.bytes += n as u64;
+        }
+        Ok(())
+    }
+
+    /// chown -> xattrs -> chmod on an open fd (chown clears setuid, so chmod comes last).
+    fn set_fd_metadata(&mut self, fd: BorrowedFd<'_>, owner: Option<(u32, u32)>, entry: &Entry) -> Result<()> {
+        if let Some((uid, gid)) = owner {
+            // A file we just made is already ours; skip the syscall when that is right.
+            sys::chown_fd(fd, uid, gid).map_err(|e| self.io("fchown", e))?;
+        }
+        for (key, value) in &entry.xattrs {
+            if meta::xattr_allowed(key) {
+                sys::set_xattr_fd(fd, key, value).map_err(|e| self.io("fsetxattr", e))?;
+            } else {
+                self.report.xattrs_filtered += 1;
+            }
+        }
+        sys::chmod_fd(fd, entry.mode).map_err(|e| self.io("fchmod", e))
+    }
+
+    fn set_dir_metadata(&mut self, fd: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
+        let owner = self.owner(entry)?;
+        self.set_fd_metadata(fd, owner, entry)
+    }
+
+    fn make_dir(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
+        let mut opaque = false;
+        match sys::mkdir(dir, name, 0o700) {
+            Ok(()) => {}
+            Err(e) if sys::is_errno(&e, Code::EXIST) => match self.clash(dir, name, p, true)? {
+                Clash::Merge => {}
+                clash => {
+                    opaque = matches!(clash, Clash::ReplacedWhiteout);
+                    sys::mkdir(dir, name, 0o700).map_err(|e| self.io("mkdirat", e))?;
+                }
+            },
+            Err(e) => return Err(self.io("mkdirat", e)),
+        }
+        let fd = sys::open_child_dir_readable(dir, name).map_err(|e| self.io("open directory", e))?;
+        self.set_dir_metadata(fd.as_fd(), entry)?;
+        if opaque {
+            self.mark_opaque(fd.as_fd())?;
+        }
+        self.dir_times.set(p.clone(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
+        self.report.dirs += 1;
+        Ok(())
+    }
+
+    /// Metadata for objects that are never opened (symlinks, devices, fifos).
+    fn set_path_metadata(&mut self, dir: BorrowedFd<'_>, name: &OsStr, entry: &Entry, chmod: bool) -> Result<()> {
+        if let Some((uid, gid)) = self.owner(entry)? {
+            sys::chown_nofollow(dir, name, uid, gid).map_err(|e| self.io("fchownat", e))?;
+        }
+        for (key, value) in &entry.xattrs {
+            if !meta::xattr_allowed(key) {
+                self.report.xattrs_filtered += 1;
+                continue;
+            }
+            match sys::set_xattr_nofollow(dir, name, key, value) {
+                Ok(()) => {}
+                // Linux refuses user.* xattrs on symlinks and special files.
+                Err(e) if sys::is_errno(&e, Code::PERM) && key.starts_with("user.") => self
+                    .report
+                    .warnings
+                    .push(format!("{}: kernel refuses {key} on a {:?}; skipped", self.entry_path, entry.kind)),
+                Err(e) => return Err(self.io("lsetxattr", e)),
+            }
+        }
+        if chmod {
+            sys::chmod_special(dir, name, entry.mode).map_err(|e| self.io("fchmodat", e))?;
+        }
+        sys::set_times_nofollow(dir, name, entry.atime.unwrap_or(entry.mtime), entry.mtime)
+            .map_err(|e| self.io("utimensat", e))
+    }
+
+    fn make_symlink(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
+        let target = OsStr::from_bytes(entry.link.as_deref().unwrap_or_default());
+        if let Err(e) = sys::symlink(target, dir, name) {
+            if !sys::is_errno(&e, Code::EXIST) {
+                return Err(self.io("symlinkat", e));
+            }
+            self.clash(dir, name, p, false)?;
+            sys::symlink(target, dir, name).map_err(|e| self.io("symlinkat", e))?;
+        }
+        self.set_path_metadata(dir, name, entry, false)?;
+        self.report.symlinks += 1;
+        Ok(())
+    }
+
+    fn make_node(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
+        let (kind, (major, minor)) = match entry.kind {
+            EntryKind::CharDevice => {
+                (NodeKind::Char, meta::device_numbers(entry.device.0, entry.device.1).map_err(|r| self.fail(r))?)
+            }
+            EntryKind::BlockDevice => {
+                (NodeKind::Block, meta::device_numbers(entry.device.0, entry.device.1).map_err(|r| self.fail(r))?)
+            }
+            _ => (NodeKind::Fifo, (0, 0)),
+        };
+        if kind == NodeKind::Char && (major, minor) == (0, 0) {
+            return Err(self.fail("char device 0/0 is an overlay whiteout in disguise; layers must use .wh. entries"));
+        }
+        self.owner(entry)?;
+        let mut made = sys::mknod(dir, name, kind, 0o600, major, minor);
+        if made.as_ref().is_err_and(|e| sys::is_errno(e, Code::EXIST)) {
+            self.clash(dir, name, p, false)?;
+            made = sys::mknod(dir, name, kind, 0o600, major, minor);
+        }
+        match made {
+            Ok(()) => {}
+            Err(e)
+                if sys::is_errno(&e, Code::PERM)
+                    && kind != NodeKind::Fifo
+                    && self.opts.devices == DevicePolicy::SkipWithWarning =>
+            {
+                self.report
+                    .warnings
+                    .push(format!("{}: no permission to create device {major}:{minor}; skipped", self.entry_path));
+                return Ok(());
+            }
+            Err(e) => return Err(self.io("mknodat", e)),
+        }
+        self.set_path_metadata(dir, name, entry, true)?;
+        if kind == NodeKind::Fifo {
+            self.report.fifos += 1;
+        } else {
+            self.report.devices += 1;
+        }
+        Ok(())
+    }
+
+    fn make_hardlink(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
+        let raw = entry.link.as_deref().unwrap_or_default();
+        let target = LayerPath::parse(raw).map_err(|r| self.fail(format!("hardlink target: {r}")))?;
+        if !matches!(path::classify(target.clone()), Ok(Meaning::Plain(_) | Meaning::AufsLinkTarget(_))) {
+            return Err(self.fail("hardlink target is not an ordinary path"));
+        }
+        if &target == p {
+            return Err(self.fail("hardlink to itself"));
+        }
+        let Some((tparent, tname)) = target.split_last() else {
+            return Err(self.fail("hardlink to the layer root"));
+        };
+        let tname = tname.to_owned();
+        let mut tdir = self.existing_dir(&tparent)?;
+        let mut found = match &tdir {
+            Some(d) => sys::lstat(d.as_fd(), &tname).map_err(|e| self.io("fstatat (hardlink target)", e))?,
+            None => None,
+        };
+        if found.is_none() && self.opts.mode == Mode::Overlay && !self.whiteouts.contains(&target) {
+            if self.copy_up(&target, entry)? {
+                tdir = self.existing_dir(&tparent)?;
+                found = tdir.as_ref().and_then(|d| sys::lstat(d.as_fd(), &tname).ok().flatten());
+            }
+        }
+        let (Some(tdir), Some(st)) = (tdir, found) else {
+            return Err(self.fail(format!("hardlink target {} not found in this layer or below it", target.display())));
+        };
+        if sys::is_dir(&st) {
+            return Err(self.fail("hardlink to a directory"));
+        }
+        if sys::is_whiteout(&st) {
+            return Err(self.fail("hardlink target is a whiteout"));
+        }
+        if let Err(e) = sys::hardlink(tdir.as_fd(), &tname, dir, name) {
+            if !sys::is_errno(&e, Code::EXIST) {
+                return Err(self.io("linkat", e));
+            }
+            self.clash(dir, name, p, false)?;
+            sys::hardlink(tdir.as_fd(), &tname, dir, name).map_err(|e| self.io("linkat", e))?;
+        }
+        self.report.hardlinks += 1;
+        Ok(())
+    }
+
+    /// An existing directory, or `None` when the path is missing or crosses a non-directory.
+    fn existing_dir(&self, path: &LayerPath) -> Result<Option<OwnedFd>> {
+        match sys::open_dir_beneath(self.root, path.as_os_str()) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(e) if [Code::NOENT, Code::NOTDIR, Code::LOOP].iter().any(|&c| sys::is_errno(&e, c)) => Ok(None),
+            Err(e) => Err(self.io("open hardlink target directory", e)),
+        }
+    }
+
+    /// Copies `path` from the lower chain into this layer (a hardlink to a lower file
+    /// needs the file in this layer). `false` when the chain does not have it.
+    fn copy_up(&mut self, path: &LayerPath, entry: &Entry) -> Result<bool> {
+        let Some(found) = self.lower.find(path).map_err(|e| self.io("look up lower layers", e))? else {
+            return Ok(false);
+        };
+        let Some((parent, name)) = path.split_last() else {
+            return Ok(false);
+        };
+        let dir = self.dir_at(&parent, entry)?;
+        let dir = dir.as_fd();
+        let st = &found.stat;
+        match sys::file_type(st) {
+            sys::Kind::RegularFile => {
+                let mut src = sys::open_file_nofollow(found.dir.as_fd(), &found.name)
+                    .map_err(|e| self.io("open lower file", e))?;
+                let mut dst: File =
+                    sys::create_file_exclusive(dir, name).map_err(|e| self.io("openat (copy-up)", e))?;
+                // std's io::copy between files uses copy_file_range (reflinks where supported).
+                io::copy(&mut src, &mut dst).map_err(|e| self.io("copy lower file", e))?;
+                if self.opts.same_owner {
+                    sys::chown_fd(dst.as_fd(), st.st_uid, st.st_gid).map_err(|e| self.io("fchown (copy-up)", e))?;
+                }
+                self.copy_xattrs(&found, dst.as_fd())?;
+                sys::chmod_fd(dst.as_fd(), st.st_mode & 0o7777).map_err(|e| self.io("fchmod (copy-up)", e))?;
+                let (atime, mtime) = sys::stat_times(st);
+                sys::set_times_fd(dst.as_fd(), atime, mtime).map_err(|e| self.io("futimens (copy-up)", e))?;
+            }
+            sys::Kind::Symlink => {
+                let target =
+                    sys::read_link(found.dir.as_fd(), &found.name).map_err(|e| self.io("readlink lower", e))?;
+                sys::symlink(&target, dir, name).map_err(|e| self.io("symlinkat (copy-up)", e))?;
+                if self.opts.same_owner {
+                    sys::chown_nofollow(dir, name, st.st_uid, st.st_gid)
+                        .map_err(|e| self.io("fchownat (copy-up)", e))?;
+                }
+                let (atime, mtime) = sys::stat_times(st);
+                sys::set_times_nofollow(dir, name, atime, mtime).map_err(|e| self.io("utimensat (copy-up)", e))?;
+            }
+            _ => return Err(self.fail("hardlink target in a lower layer is neither a file nor a symlink")),
+        }
+        self.written.insert(path.clone());
+        Ok(true)
+    }
+
+    fn copy_xattrs(&mut self, found: &super::lower::Found, fd: BorrowedFd<'_>) -> Result<()> {
+        let keys = sys::list_xattrs(found.dir.as_fd(), &found.name).map_err(|e| self.io("list lower xattrs", e))?;
+        for key in keys.iter().filter(|k| meta::xattr_copied_from_lower(k)) {
+            if let Some(value) =
+                sys::get_xattr(found.dir.as_fd(), &found.name, key).map_err(|e| self.io("read lower xattr", e))?
+            {
+                sys::set_xattr_fd(fd, key, &value).map_err(|e| self.io("fsetxattr (copy-up)", e))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn mark_opaque(&mut self, dir: BorrowedFd<'_>) -> Result<()> {
+        if self.opts.mode == Mode::Overlay {
+            sys::set_xattr_fd(dir, self.opts.opaque_xattr, b"y").map_err(|e| self.io("fsetxattr (opaque)", e))?;
+        }
+        Ok(())
+    }
+
+    /// `DIR/.wh..wh..opq`: everything below DIR in lower layers is hidden. Order
+    /// independent: this layer's own entries in DIR survive wherever the marker sits.
+    fn opaque_marker(&mut self, dir_path: &LayerPath, entry: &Entry) -> Result<()> {
+        self.report.opaque_dirs += 1;
+        if dir_path.is_root() {
+            self.report.root_opaque = true;
+        }
+        self.make_opaque(dir_path, entry)
+    }
+
+    fn make_opaque(&mut self, dir_path: &LayerPath, entry: &Entry) -> Result<()> {
+        if !self.opaque.insert(dir_path.clone()) {
+            return Ok(());
+        }
+        let dir = self.dir_at(dir_path, entry)?;
+        let dir = sys::open_child_dir_readable(dir.as_fd(), OsStr::new(""))
+            .map_err(|e| self.io("open opaque directory", e))?;
+        match self.opts.mode {
+            Mode::Overlay => {
+                self.mark_opaque(dir.as_fd())?;
+                // A whiteout inside an opaque dir would show in readdir; drop ours.
+                let inside: Vec<LayerPath> = self
+                    .whiteouts
+                    .iter()
+                    .filter(|w| w.split_last().is_some_and(|(parent, _)| &parent == dir_path))
+                    .cloned()
+                    .collect();
+                for w in inside {
+                    let name = w.split_last().map(|(_, n)| n.to_owned()).unwrap_or_default();
+                    sys::remove_all(dir.as_fd(), &name).map_err(|e| self.io("remove whiteout in opaque dir", e))?;
+                    self.whiteouts.remove(&w);
+                }
+            }
+            Mode::Flat => {
+                let names = sys::list_dir(dir.as_fd()).map_err(|e| self.io("read directory", e))?;
+                for name in names {
+                    if !self.written.contains(&dir_path.join(name.as_bytes())) {
+                        sys::remove_all(dir.as_fd(), &name)
+                            .map_err(|e| self.io("remove lower entry of opaque dir", e))?;
+                        self.cache = None;
+                    }
+                }
+            }
+        }
+        self.written.insert(dir_path.clone());
+        Ok(())
+    }
+
+    /// `DIR/.wh.NAME`: NAME of lower layers is hidden.
+    fn whiteout(&mut self, p: &LayerPath, entry: &Entry) -> Result<()> {
+        self.report.whiteouts += 1;
+        let owner = self.owner(entry)?;
+        let Some((parent, name)) = p.split_last() else {
+            return Err(self.fail("whiteout of the layer root"));
+        };
+        if self.written.contains(p) {
+            // This layer wrote NAME itself; if it is a directory, the whiteout means its
+            // lower contents are gone: an opaque directory.
+            if let Some(dir) = self.existing_dir(p)? {
+                drop(dir);
+                self.make_opaque(p, entry)?;
+            }
+            return Ok(());
+        }
+        if (0..=p.components().count() - 1).any(|n| self.opaque.contains(&p.prefix(n))) {
+            return Ok(());
+        }
+        let dir = self.dir_at(&parent, entry)?;
+        let dir = dir.as_fd();
+        match self.opts.mode {
+            Mode::Overlay => {
+                match sys::mknod(dir, name, NodeKind::Char, 0, 0, 0) {
+                    Ok(()) => {}
+                    Err(e) if sys::is_errno(&e, Code::EXIST) && self.whiteouts.contains(p) => return Ok(()),
+                    Err(e) => return Err(self.io("mknodat (whiteout)", e)),
+                }
+                if let Some((uid, gid)) = owner {
+                    sys::chown_nofollow(dir, name, uid, gid).map_err(|e| self.io("fchownat (whiteout)", e))?;
+                }
+                self.whiteouts.insert(p.clone());
+            }
+            Mode::Flat => {
+                let was_dir =
+                    sys::lstat(dir, name).map_err(|e| self.io("fstatat", e))?.as_ref().is_some_and(sys::is_dir);
+                sys::remove_all(dir, name).map_err(|e| self.io("remove whited-out entry", e))?;
+                if was_dir {
+                    self.cache = None;
+                }
+            }
+        }
+        Ok(())
+    }
+}

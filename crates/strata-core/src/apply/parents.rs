@@ -1,0 +1,173 @@
+//! Resolving an entry's parent directory: safely, with implied directories created as
+//! overlayfs would show them, and with directory times recorded so they can be restored
+//! after the children are written.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::rc::Rc;
+
+use super::engine::Engine;
+use super::meta;
+use crate::error::Result;
+use crate::path::LayerPath;
+use crate::sys::{self, Code};
+use crate::tar::{Entry, Timestamp};
+
+/// Directory times to set once every entry is written: explicit entries win over times
+/// recorded for implied or pre-existing directories.
+#[derive(Debug, Default)]
+pub struct DirTimes(HashMap<LayerPath, (Timestamp, Timestamp)>);
+
+impl DirTimes {
+    /// Records the times a directory entry of this layer asks for.
+    pub fn set(&mut self, path: LayerPath, atime: Timestamp, mtime: Timestamp) {
+        self.0.insert(path, (atime, mtime));
+    }
+
+    /// Records times to restore unless the layer sets its own.
+    pub fn keep(
+        &mut self,
+        path: &LayerPath,
+        times: impl FnOnce() -> std::io::Result<(Timestamp, Timestamp)>,
+    ) -> std::io::Result<()> {
+        if !self.0.contains_key(path) {
+            let t = times()?;
+            self.0.insert(path.clone(), t);
+        }
+        Ok(())
+    }
+
+    /// Deepest first.
+    pub fn into_sorted(self) -> Vec<(LayerPath, (Timestamp, Timestamp))> {
+        let mut all: Vec<_> = self.0.into_iter().collect();
+        all.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        all
+    }
+}
+
+fn current_times(dir: BorrowedFd<'_>) -> std::io::Result<(Timestamp, Timestamp)> {
+    let st = sys::lstat(dir, OsStr::new(""))?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;
+    Ok(sys::stat_times(&st))
+}
+
+impl Engine<'_> {
+    /// The directory at `path` (as an fd), creating implied directories on the way and
+    /// replacing lower non-directories that stand where a directory must be (the merged
+    /// view of the overlay form shows this layer's directory there). Never follows a
+    /// symlink.
+    pub(super) fn dir_at(&mut self, path: &LayerPath, entry: &Entry) -> Result<Rc<OwnedFd>> {
+        if let Some((cached, fd)) = &self.cache {
+            if cached == path {
+                return Ok(Rc::clone(fd));
+            }
+        }
+        let fd = match sys::open_dir_beneath(self.root, path.as_os_str()) {
+            Ok(fd) => fd,
+            Err(e) if [Code::NOENT, Code::NOTDIR, Code::LOOP].iter().any(|&c| sys::is_errno(&e, c)) => {
+                self.walk_creating(path, entry)?
+            }
+            Err(e) => return Err(self.io("open parent directory", e)),
+        };
+        self.dir_times.keep(path, || current_times(fd.as_fd())).map_err(|e| self.io("stat directory", e))?;
+        let fd = Rc::new(fd);
+        self.cache = Some((path.clone(), Rc::clone(&fd)));
+        Ok(fd)
+    }
+
+    /// The slow path of [`dir_at`](Self::dir_at): one component at a time.
+    fn walk_creating(&mut self, path: &LayerPath, entry: &Entry) -> Result<OwnedFd> {
+        let mut cur = sys::open_dir_beneath(self.root, OsStr::new("")).map_err(|e| self.io("open target", e))?;
+        for (depth, name) in path.components().enumerate() {
+            let here = path.prefix(depth);
+            let prefix = path.prefix(depth + 1);
+            let replaced_whiteout = match sys::open_child_dir(cur.as_fd(), name) {
+                Ok(fd) => {
+                    cur = fd;
+                    continue;
+                }
+                Err(e) if sys::is_errno(&e, Code::NOENT) => false,
+                Err(e) if sys::is_errno(&e, Code::NOTDIR) || sys::is_errno(&e, Code::LOOP) => {
+                    let ours = self.whiteouts.remove(&prefix);
+                    if !ours && self.written.contains(&prefix) {
+                        return Err(self.fail(format!(
+                            "{} is a non-directory written earlier in this layer; nothing can be placed below it",
+                            prefix.display()
+                        )));
+                    }
+                    self.dir_times
+                        .keep(&here, || current_times(cur.as_fd()))
+                        .map_err(|e| self.io("stat directory", e))?;
+                    sys::remove_all(cur.as_fd(), name).map_err(|e| self.io("remove non-directory in the way", e))?;
+                    self.cache = None;
+                    ours
+                }
+                Err(e) => return Err(self.io("open parent directory", e)),
+            };
+            self.dir_times.keep(&here, || current_times(cur.as_fd())).map_err(|e| self.io("stat directory", e))?;
+            sys::mkdir(cur.as_fd(), name, 0o755).map_err(|e| self.io("mkdirat (implied directory)", e))?;
+            let fd =
+                sys::open_child_dir_readable(cur.as_fd(), name).map_err(|e| self.io("open implied directory", e))?;
+            self.implied_metadata(&prefix, fd.as_fd(), entry)?;
+            if replaced_whiteout {
+                self.mark_opaque(fd.as_fd())?;
+            }
+            self.written.insert(prefix);
+            cur = fd;
+        }
+        Ok(cur)
+    }
+
+    /// Metadata of an implied directory: that of the same directory in the lower chain when
+    /// there is one (so a lower `/tmp` 1777 is not masked by 0755), else 0755 root with
+    /// the implying entry's mtime (deterministic, unlike "now").
+    fn implied_metadata(&mut self, path: &LayerPath, dir: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
+        let lower = self.lower.find(path).map_err(|e| self.io("look up lower layers", e))?;
+        if let Some(found) = lower.filter(|f| sys::is_dir(&f.stat)) {
+            if self.opts.same_owner {
+                sys::chown_fd(dir, found.stat.st_uid, found.stat.st_gid)
+                    .map_err(|e| self.io("fchown (implied directory)", e))?;
+            }
+            let keys = sys::list_xattrs(found.dir.as_fd(), &found.name).map_err(|e| self.io("list lower xattrs", e))?;
+            for key in keys.iter().filter(|k| meta::xattr_copied_from_lower(k)) {
+                if let Some(value) =
+                    sys::get_xattr(found.dir.as_fd(), &found.name, key).map_err(|e| self.io("read lower xattr", e))?
+                {
+                    sys::set_xattr_fd(dir, key, &value).map_err(|e| self.io("fsetxattr (implied directory)", e))?;
+                }
+            }
+            sys::chmod_fd(dir, found.stat.st_mode & 0o7777).map_err(|e| self.io("fchmod (implied directory)", e))?;
+            let (atime, mtime) = sys::stat_times(&found.stat);
+            self.dir_times.set(path.clone(), atime, mtime);
+        } else {
+            sys::chmod_fd(dir, 0o755).map_err(|e| self.io("fchmod (implied directory)", e))?;
+            self.dir_times.set(path.clone(), entry.mtime, entry.mtime);
+        }
+        Ok(())
+    }
+
+    /// Sets every recorded directory time, deepest first, once all entries are written.
+    pub(super) fn restore_dir_times(&mut self) -> Result<()> {
+        for (path, (atime, mtime)) in std::mem::take(&mut self.dir_times).into_sorted() {
+            let (parent, name) = match path.split_last() {
+                Some((parent, name)) => (parent, name.to_owned()),
+                None => (LayerPath::root(), OsStr::new("").to_owned()),
+            };
+            let dir = match sys::open_dir_beneath(self.root, parent.as_os_str()) {
+                Ok(dir) => dir,
+                // Removed or replaced by a later entry: nothing to restore.
+                Err(_) => continue,
+            };
+            match sys::lstat(dir.as_fd(), &name) {
+                Ok(Some(st)) if sys::is_dir(&st) => {}
+                _ => continue,
+            }
+            sys::set_times_nofollow(dir.as_fd(), &name, atime, mtime).map_err(|source| crate::error::Error::Io {
+                op: "set directory times",
+                path: self.target.join(path.as_os_str()),
+                source,
+            })?;
+        }
+        Ok(())
+    }
+}

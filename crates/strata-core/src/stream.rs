@@ -1,0 +1,256 @@
+//! The layer byte stream: compression sniffing, decompression on its own thread, and
+//! hashing of both the input bytes (the blob digest) and the uncompressed stream (the
+//! diff_id) while the bytes go by.
+//!
+//! The decoder thread hands fixed-size chunks over a bounded channel, so peak memory is
+//! `CHUNK * (DEPTH + 2)` whatever the layer size, and the apply thread reads them in place
+//! through [`BufRead`] (no second copy before the bytes reach a file).
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use crate::digest::{Digest, Hasher};
+
+/// Size of one chunk handed from the decoder thread to the apply thread.
+const CHUNK: usize = 256 * 1024;
+/// Chunks in flight between the threads.
+const DEPTH: usize = 8;
+
+/// How a layer blob is compressed, as told by its first bytes (never by a file name or a
+/// media type: both lie in the wild).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Compression {
+    /// A plain tar stream.
+    None,
+    /// gzip (RFC 1952), one or several members.
+    Gzip,
+    /// zstd (RFC 8878), one or several frames.
+    Zstd,
+}
+
+impl Compression {
+    /// Recognises gzip (`1f 8b`) and zstd (`28 b5 2f fd`) magic; anything else is plain.
+    pub fn sniff(head: &[u8]) -> Compression {
+        if head.starts_with(&[0x1f, 0x8b]) {
+            Compression::Gzip
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+            Compression::Zstd
+        } else {
+            Compression::None
+        }
+    }
+
+    /// A short lower-case name: `plain`, `gzip`, `zstd`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "plain",
+            Compression::Gzip => "gzip",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What the decoder thread learned once the input ended.
+#[derive(Debug, Clone)]
+pub(crate) struct StreamSummary {
+    /// sha256 of the input bytes (the blob digest).
+    pub digest: Digest,
+    /// sha256 of the uncompressed stream to EOF (the diff_id).
+    pub diff_id: Digest,
+    /// Input bytes read.
+    pub compressed_bytes: u64,
+    /// Uncompressed bytes produced.
+    pub uncompressed_bytes: u64,
+}
+
+/// Counts and hashes what passes through.
+struct Hashing<R> {
+    inner: R,
+    hasher: Hasher,
+    count: u64,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Sniffs the compression of `input` and returns the pieces of a decoding pipeline:
+/// a job to run on its own thread, and the reader the apply thread consumes.
+pub(crate) fn pipeline<R: Read + Send>(input: R) -> io::Result<(DecodeJob<R>, ChunkReader)> {
+    let mut raw = Hashing { inner: input, hasher: Hasher::new(), count: 0 };
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match raw.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let compression = Compression::sniff(&head[..got]);
+    let (tx, rx) = sync_channel(DEPTH);
+    let job = DecodeJob { raw, head, head_len: got, compression, tx };
+    Ok((job, ChunkReader { rx, chunk: Vec::new(), pos: 0, error: None, compression }))
+}
+
+/// The decoder side: runs on its own thread until the input ends or the reader hangs up.
+pub(crate) struct DecodeJob<R> {
+    raw: Hashing<R>,
+    head: [u8; 4],
+    head_len: usize,
+    compression: Compression,
+    tx: SyncSender<io::Result<Vec<u8>>>,
+}
+
+impl<R: Read> DecodeJob<R> {
+    /// Decodes to EOF, sending chunks; returns the digests. Errors are also sent to the
+    /// reader so it fails at the right place.
+    pub fn run(self) -> io::Result<StreamSummary> {
+        let DecodeJob { raw, head, head_len, compression, tx } = self;
+        let source = BufReader::with_capacity(CHUNK, io::Cursor::new(head).take(head_len as u64).chain(raw));
+        let result = match compression {
+            Compression::None => pump(source, &tx).map(|(source, out)| (source, out)),
+            Compression::Gzip => {
+                pump(flate2::bufread::MultiGzDecoder::new(source), &tx).map(|(d, out)| (d.into_inner(), out))
+            }
+            Compression::Zstd => zstd::stream::read::Decoder::with_buffer(source)
+                .and_then(|d| pump(d, &tx))
+                .map(|(d, out)| (d.finish(), out)),
+        };
+        let summary = result.and_then(|(source, out)| {
+            let raw = drain_trailing(source)?;
+            Ok(StreamSummary {
+                digest: raw.hasher.finish(),
+                diff_id: out.hasher.finish(),
+                compressed_bytes: raw.count,
+                uncompressed_bytes: out.count,
+            })
+        });
+        if let Err(e) = &summary {
+            // The reader may already be gone (it failed first); then nobody needs this.
+            let _ = tx.send(Err(io::Error::new(e.kind(), e.to_string())));
+        }
+        summary
+    }
+}
+
+/// Reads what a decoder left unread after its end. Decoders for gzip and zstd read to
+/// EOF themselves; this guarantees the blob digest covers every input byte.
+fn drain_trailing<R: Read>(
+    source: BufReader<io::Chain<io::Take<io::Cursor<[u8; 4]>>, Hashing<R>>>,
+) -> io::Result<Hashing<R>> {
+    let mut source = source;
+    let extra = io::copy(&mut source, &mut io::sink())?;
+    if extra != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{extra} bytes of trailing data after the compressed stream"),
+        ));
+    }
+    Ok(source.into_inner().into_inner().1)
+}
+
+/// Uncompressed output counter and hasher.
+struct Output {
+    hasher: Hasher,
+    count: u64,
+}
+
+fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>) -> io::Result<(D, Output)> {
+    let mut out = Output { hasher: Hasher::new(), count: 0 };
+    loop {
+        let mut chunk = vec![0u8; CHUNK];
+        let mut filled = 0;
+        while filled < CHUNK {
+            match decoder.read(&mut chunk[filled..]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if filled == 0 {
+            return Ok((decoder, out));
+        }
+        chunk.truncate(filled);
+        out.hasher.update(&chunk);
+        out.count += filled as u64;
+        if tx.send(Ok(chunk)).is_err() {
+            // The apply side stopped (it failed); stop decoding quietly.
+            return Err(io::Error::new(io::ErrorKind::BrokenPipe, "layer reader stopped"));
+        }
+    }
+}
+
+/// The apply side of the pipeline: a [`BufRead`] over the decoder's chunks.
+pub(crate) struct ChunkReader {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+    error: Option<(io::ErrorKind, String)>,
+    compression: Compression,
+}
+
+impl ChunkReader {
+    /// The compression the stream was sniffed as.
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+}
+
+impl fmt::Debug for ChunkReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChunkReader").field("compression", &self.compression).finish_non_exhaustive()
+    }
+}
+
+impl Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let available = self.fill_buf()?;
+        let n = available.len().min(buf.len());
+        buf[..n].copy_from_slice(&available[..n]);
+        self.consume(n);
+        Ok(n)
+    }
+}
+
+impl BufRead for ChunkReader {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if let Some((kind, msg)) = &self.error {
+            return Err(io::Error::new(*kind, msg.clone()));
+        }
+        if self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Ok(Err(e)) => {
+                    self.error = Some((e.kind(), e.to_string()));
+                    return Err(e);
+                }
+                // The decoder finished and hung up: EOF.
+                Err(_) => return Ok(&[]),
+            }
+        }
+        Ok(&self.chunk[self.pos..])
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.pos = (self.pos + amt).min(self.chunk.len());
+    }
+}

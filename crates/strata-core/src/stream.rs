@@ -123,7 +123,7 @@ impl<R: Read> DecodeJob<R> {
         let DecodeJob { raw, head, head_len, compression, tx } = self;
         let source = BufReader::with_capacity(CHUNK, io::Cursor::new(head).take(head_len as u64).chain(raw));
         let result = match compression {
-            Compression::None => pump(source, &tx).map(|(source, out)| (source, out)),
+            Compression::None => pump(source, &tx),
             Compression::Gzip => {
                 pump(flate2::bufread::MultiGzDecoder::new(source), &tx).map(|(d, out)| (d.into_inner(), out))
             }
@@ -150,9 +150,7 @@ impl<R: Read> DecodeJob<R> {
 
 /// Reads what a decoder left unread after its end. Decoders for gzip and zstd read to
 /// EOF themselves; this guarantees the blob digest covers every input byte.
-fn drain_trailing<R: Read>(
-    source: BufReader<io::Chain<io::Take<io::Cursor<[u8; 4]>>, Hashing<R>>>,
-) -> io::Result<Hashing<R>> {
+fn drain_trailing<R: Read>(source: Source<R>) -> io::Result<Hashing<R>> {
     let mut source = source;
     let extra = io::copy(&mut source, &mut io::sink())?;
     if extra != 0 {
@@ -163,6 +161,9 @@ fn drain_trailing<R: Read>(
     }
     Ok(source.into_inner().into_inner().1)
 }
+
+/// The raw input: the sniffed head bytes, then the rest, all hashed.
+type Source<R> = BufReader<io::Chain<io::Take<io::Cursor<[u8; 4]>>, Hashing<R>>>;
 
 /// Uncompressed output counter and hasher.
 struct Output {

@@ -369,11 +369,13 @@ impl<'a> Engine<'a> {
             Some(d) => sys::lstat(d.as_fd(), &tname).map_err(|e| self.io("fstatat (hardlink target)", e))?,
             None => None,
         };
-        if found.is_none() && self.opts.mode == Mode::Overlay && !self.whiteouts.contains(&target) {
-            if self.copy_up(&target, entry)? {
-                tdir = self.existing_dir(&tparent)?;
-                found = tdir.as_ref().and_then(|d| sys::lstat(d.as_fd(), &tname).ok().flatten());
-            }
+        if found.is_none()
+            && self.opts.mode == Mode::Overlay
+            && !self.whiteouts.contains(&target)
+            && self.copy_up(&target, entry)?
+        {
+            tdir = self.existing_dir(&tparent)?;
+            found = tdir.as_ref().and_then(|d| sys::lstat(d.as_fd(), &tname).ok().flatten());
         }
         let (Some(tdir), Some(st)) = (tdir, found) else {
             return Err(self.fail(format!("hardlink target {} not found in this layer or below it", target.display())));

@@ -299,7 +299,7 @@ pub fn set_times_fd(fd: BorrowedFd<'_>, atime: Timestamp, mtime: Timestamp) -> i
 /// The access and modification times of a stat.
 pub fn stat_times(st: &Stat) -> (Timestamp, Timestamp) {
     let t = |secs: i64, nanos: u64| Timestamp { secs, nanos: nanos as u32 };
-    (t(st.st_atime, st.st_atime_nsec as u64), t(st.st_mtime, st.st_mtime_nsec as u64))
+    (t(st.st_atime, st.st_atime_nsec), t(st.st_mtime, st.st_mtime_nsec))
 }
 
 /// The effective uid of this process.

@@ -1,0 +1,10 @@
+//! End-to-end tests of strata, one binary (see `util/` for fixtures).
+
+mod util;
+
+mod cli;
+mod formats;
+mod hostile;
+mod overlay_form;
+mod privileged;
+mod semantics;

@@ -1,0 +1,136 @@
+//! Overlay form: what lands on disk for kernel overlayfs.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+
+use strata::core::tar::Entry;
+use strata::core::{ApplyBuilder, Mode};
+
+use crate::util::{Tree, apply_overlay, e, layer};
+
+fn xattr(path: &Path, key: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    rustix::fs::lgetxattr(path, key, &mut buf[..]).ok().map(|n| buf[..n].to_vec())
+}
+
+fn is_whiteout(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_char_device() && m.rdev() == 0)
+}
+
+#[test]
+fn whiteouts_become_char_devices_with_the_header_owner() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = layer(&[e(Entry::whiteout("etc/gone").owner(12, 34)), e(Entry::whiteout("top"))]);
+    let r = apply_overlay(&l, &dir.path().join("l"), &[]).expect("apply");
+    let gone = dir.path().join("l/etc/gone");
+    assert!(is_whiteout(&gone));
+    let md = std::fs::symlink_metadata(&gone).expect("stat");
+    assert_eq!((md.uid(), md.gid(), md.mode() & 0o7777), (12, 34, 0));
+    assert!(is_whiteout(&dir.path().join("l/top")));
+    assert_eq!(r.whiteouts, 2);
+}
+
+#[test]
+fn opaque_dirs_get_the_trusted_or_user_xattr() {
+    let l = layer(&[e(Entry::dir("o", 0o755)), e(Entry::opaque("o")), e(Entry::opaque("implied/p"))]);
+    for (userxattr, key) in [(false, "trusted.overlay.opaque"), (true, "user.overlay.opaque")] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("l");
+        ApplyBuilder::new(Mode::Overlay)
+            .userxattr(userxattr)
+            .build()
+            .expect("opts")
+            .apply(&l[..], &out)
+            .expect("apply");
+        assert_eq!(xattr(&out.join("o"), key).as_deref(), Some(&b"y"[..]), "{key}");
+        assert_eq!(xattr(&out.join("implied/p"), key).as_deref(), Some(&b"y"[..]), "{key}");
+    }
+}
+
+#[test]
+fn whiteout_inside_an_opaque_dir_is_not_left_behind() {
+    for entries in [
+        vec![e(Entry::dir("o", 0o755)), e(Entry::whiteout("o/x")), e(Entry::opaque("o"))],
+        vec![e(Entry::dir("o", 0o755)), e(Entry::opaque("o")), e(Entry::whiteout("o/x"))],
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        apply_overlay(&layer(&entries), &dir.path().join("l"), &[]).expect("apply");
+        assert!(!dir.path().join("l/o/x").exists() && std::fs::symlink_metadata(dir.path().join("l/o/x")).is_err());
+    }
+}
+
+#[test]
+fn whiteout_plus_same_name_dir_makes_an_opaque_dir() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l = layer(&[
+        e(Entry::whiteout("d")),
+        e(Entry::dir("d", 0o755)),
+        e(Entry::whiteout("q")),
+        (Entry::file("q/x", 0o644), b"x"),
+    ]);
+    apply_overlay(&l, &dir.path().join("l"), &[]).expect("apply");
+    assert_eq!(xattr(&dir.path().join("l/d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    assert_eq!(
+        xattr(&dir.path().join("l/q"), "trusted.overlay.opaque").as_deref(),
+        Some(&b"y"[..]),
+        "implied dir over a whiteout"
+    );
+}
+
+#[test]
+fn implied_dirs_copy_lower_metadata() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let l1 = dir.path().join("l1");
+    let base = layer(&[
+        e(Entry::dir("tmp", 0o1777).owner(5, 6).mtime(1_500_000_000, 77).xattr("user.k", b"v")),
+        e(Entry::opaque("tmp")),
+    ]);
+    apply_overlay(&base, &l1, &[]).expect("apply l1");
+    let l2 = dir.path().join("l2");
+    apply_overlay(&layer(&[(Entry::file("tmp/x", 0o644), b"x")]), &l2, &[&l1]).expect("apply l2");
+    let t = Tree::of(&l2);
+    let tmp = t.get("tmp");
+    assert_eq!((tmp.mode, tmp.uid, tmp.gid, tmp.mtime), (0o1777, 5, 6, (1_500_000_000, 77)));
+    assert_eq!(tmp.xattrs.get("user.k").map(Vec::as_slice), Some(&b"v"[..]));
+    assert_eq!(xattr(&l2.join("tmp"), "trusted.overlay.opaque"), None, "a lower opaque marker is never copied up");
+}
+
+#[test]
+fn hardlink_to_a_lower_file_copies_it_into_the_layer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+    apply_overlay(&layer(&[(Entry::file("bin/tool", 0o4755).owner(0, 9).xattr("user.a", b"b"), b"tool")]), &l1, &[])
+        .expect("l1");
+    apply_overlay(&layer(&[e(Entry::hardlink("usr/tool", "bin/tool"))]), &l2, &[&l1]).expect("l2");
+    let t = Tree::of(&l2);
+    assert_eq!(t.get("bin/tool").links, ["usr/tool"]);
+    let tool = t.get("bin/tool");
+    assert_eq!((tool.mode, tool.gid, tool.content.clone()), (0o4755, 9, crate::util::tree::content_of(b"tool")));
+    assert_eq!(tool.xattrs.get("user.a").map(Vec::as_slice), Some(&b"b"[..]));
+    assert_eq!(Tree::of(&l1).get("bin/tool").links, Vec::<String>::new(), "the lower layer is untouched");
+}
+
+#[test]
+fn hardlink_to_a_lower_file_hidden_by_a_whiteout_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (l1, l2, l3) = (dir.path().join("l1"), dir.path().join("l2"), dir.path().join("l3"));
+    apply_overlay(&layer(&[(Entry::file("f", 0o644), b"f")]), &l1, &[]).expect("l1");
+    apply_overlay(&layer(&[e(Entry::whiteout("f"))]), &l2, &[&l1]).expect("l2");
+    let err = apply_overlay(&layer(&[e(Entry::hardlink("h", "f"))]), &l3, &[&l2, &l1]).expect_err("hidden").to_string();
+    assert!(err.contains("hardlink target f not found"), "{err}");
+}
+
+#[test]
+fn root_opaque_is_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = apply_overlay(&layer(&[e(Entry::opaque(""))]), &dir.path().join("l"), &[]).expect("apply");
+    assert!(r.root_opaque);
+}
+
+#[test]
+fn overlay_form_needs_an_empty_target() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("leftover"), b"x").expect("write");
+    let err = apply_overlay(&layer(&[]), dir.path(), &[]).expect_err("not empty").to_string();
+    assert!(err.contains("overlay form needs an empty target"), "{err}");
+}

@@ -1,0 +1,118 @@
+//! Fixtures for the end-to-end tests: layers written in code, a sandbox with a victim
+//! directory beside the target, tree snapshots for comparing results entry by entry,
+//! the privileged-test gate and a mount guard.
+
+#![allow(dead_code)]
+
+pub mod tree;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use strata::core::tar::{Builder, Entry};
+use strata::core::{ApplyBuilder, ApplyReport, Mode};
+
+pub use tree::Tree;
+
+/// A layer as `(entry, data)` pairs, written as a plain tar.
+pub fn layer(entries: &[(Entry, &[u8])]) -> Vec<u8> {
+    let mut tar = Builder::new(Vec::new());
+    for (entry, data) in entries {
+        tar.append(entry, data).expect("write to a Vec");
+    }
+    tar.finish().expect("write to a Vec")
+}
+
+/// Shorthand for an entry with no data.
+pub fn e(entry: Entry) -> (Entry, &'static [u8]) {
+    (entry, b"")
+}
+
+/// gzip-compresses.
+pub fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(bytes).expect("write to a Vec");
+    gz.finish().expect("write to a Vec")
+}
+
+/// zstd-compresses with a content checksum, as the `zstd` CLI and containerd's
+/// encoder write by default.
+pub fn zstd(bytes: &[u8]) -> Vec<u8> {
+    let mut enc = zstd::Encoder::new(Vec::new(), 3).expect("encoder");
+    enc.include_checksum(true).expect("checksum flag");
+    enc.write_all(bytes).expect("compress in memory");
+    enc.finish().expect("compress in memory")
+}
+
+/// Applies `layer` flat into `dir`.
+pub fn apply_flat(layer: &[u8], dir: &Path) -> strata::core::Result<ApplyReport> {
+    ApplyBuilder::new(Mode::Flat).build()?.apply(layer, dir)
+}
+
+/// Applies `layer` in overlay form into `dir`, with `parents` nearest first.
+pub fn apply_overlay(layer: &[u8], dir: &Path, parents: &[&Path]) -> strata::core::Result<ApplyReport> {
+    let mut b = ApplyBuilder::new(Mode::Overlay);
+    for p in parents {
+        b = b.parent(p);
+    }
+    b.build()?.apply(layer, dir)
+}
+
+/// A temporary directory holding `target/` and, beside it, `victim/`: hostile layers aim
+/// at the victim, and every test checks it did not change.
+pub struct Sandbox {
+    pub dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    pub fn new() -> Sandbox {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let victim = dir.path().join("victim");
+        std::fs::create_dir(&victim).expect("mkdir victim");
+        std::fs::write(victim.join("secret"), b"do not touch").expect("write victim");
+        std::fs::create_dir(victim.join("sub")).expect("mkdir victim/sub");
+        std::fs::write(victim.join("sub/file"), b"also untouched").expect("write victim");
+        std::fs::create_dir(dir.path().join("target")).expect("mkdir target");
+        Sandbox { dir }
+    }
+
+    pub fn target(&self) -> PathBuf {
+        self.dir.path().join("target")
+    }
+
+    pub fn victim(&self) -> PathBuf {
+        self.dir.path().join("victim")
+    }
+
+    /// Everything in the sandbox except the target: must never change.
+    pub fn outside(&self) -> Tree {
+        Tree::of_excluding(self.dir.path(), "target")
+    }
+}
+
+/// Runs a privileged test when this host can (root, overlayfs); otherwise prints why it
+/// is skipped, loudly, and returns false. Never a silent pass.
+pub fn require_privileged(test: &str) -> bool {
+    let mut missing = Vec::new();
+    if rustix::process::geteuid().as_raw() != 0 {
+        missing.push("root");
+    }
+    let filesystems = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.lines().any(|l| l.ends_with("\toverlay")) {
+        missing.push("overlayfs (modprobe overlay)");
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: needs {}", missing.join(" and "));
+    false
+}
+
+/// Unmounts (lazily, so nothing can hang) when dropped, even on panic.
+pub struct MountGuard(pub PathBuf);
+
+impl Drop for MountGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}

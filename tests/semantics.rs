@@ -130,6 +130,18 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "dir over dir: the new entry's xattrs replace the old ones",
+            vec![
+                layer(&[e(Entry::dir("x", 0o755).xattr("user.old", b"1").xattr("user.both", b"old"))]),
+                layer(&[e(Entry::dir("x", 0o755).xattr("user.both", b"new"))]),
+            ],
+            |t, _| {
+                let x = &t.get("x").xattrs;
+                assert_eq!(x.keys().collect::<Vec<_>>(), ["user.both"]);
+                assert_eq!(x.get("user.both").map(Vec::as_slice), Some(&b"new"[..]));
+            },
+        ),
+        case(
             "implied parent of a new path: 0755 root, the entry's mtime",
             vec![layer(&[(Entry::file("x/y/z", 0o644).mtime(1_650_000_000, 0), b"z")])],
             |t, _| {

@@ -247,10 +247,11 @@ impl<'a> Engine<'a> {
 
     fn make_dir(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
         let mut opaque = false;
+        let mut merged = false;
         match sys::mkdir(dir, name, 0o700) {
             Ok(()) => {}
             Err(e) if sys::is_errno(&e, Code::EXIST) => match self.clash(dir, name, p, true)? {
-                Clash::Merge => {}
+                Clash::Merge => merged = true,
                 clash => {
                     opaque = matches!(clash, Clash::ReplacedWhiteout);
                     sys::mkdir(dir, name, 0o700).map_err(|e| self.io("mkdirat", e))?;
@@ -259,12 +260,26 @@ impl<'a> Engine<'a> {
             Err(e) => return Err(self.io("mkdirat", e)),
         }
         let fd = sys::open_child_dir_readable(dir, name).map_err(|e| self.io("open directory", e))?;
+        if merged {
+            self.drop_stale_xattrs(fd.as_fd(), entry)?;
+        }
         self.set_dir_metadata(fd.as_fd(), entry)?;
         if opaque {
             self.mark_opaque(fd.as_fd())?;
         }
         self.dir_times.set(p.clone(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
         self.report.dirs += 1;
+        Ok(())
+    }
+
+    /// Dir over dir: the entry's attributes win, xattrs included, as the merged view of
+    /// the overlay form shows the upper dir's xattrs only. Xattrs a layer may not set
+    /// (overlay markers placed by this layer, SELinux labels) are the host's and stay.
+    fn drop_stale_xattrs(&mut self, fd: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
+        let keys = sys::list_xattrs_fd(fd).map_err(|e| self.io("flistxattr", e))?;
+        for key in keys.iter().filter(|k| meta::xattr_allowed(k) && !entry.xattrs.iter().any(|(e, _)| e == *k)) {
+            sys::remove_xattr_fd(fd, key).map_err(|e| self.io("fremovexattr", e))?;
+        }
         Ok(())
     }
 

@@ -87,3 +87,35 @@ pub fn get_xattr(dir: BorrowedFd<'_>, name: &OsStr, key: &str) -> io::Result<Opt
         }
     }
 }
+
+/// The xattr names of an open file or directory.
+///
+/// # Errors
+/// What the kernel says.
+pub fn list_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<String>> {
+    let mut buf = vec![0u8; 4096];
+    loop {
+        match rustix::fs::flistxattr(fd, &mut buf[..]) {
+            Ok(n) => {
+                return Ok(buf[..n]
+                    .split(|&b| b == 0)
+                    .filter(|k| !k.is_empty())
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect());
+            }
+            Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// `fremovexattr(fd, key)`; an absent key is not an error.
+///
+/// # Errors
+/// What the kernel says, other than `ENODATA`.
+pub fn remove_xattr_fd(fd: BorrowedFd<'_>, key: &str) -> io::Result<()> {
+    match rustix::fs::fremovexattr(fd, key) {
+        Ok(()) | Err(rustix::io::Errno::NODATA) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

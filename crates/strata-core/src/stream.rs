@@ -3,8 +3,11 @@
 //! diff_id) while the bytes go by.
 //!
 //! The decoder thread hands fixed-size chunks over a bounded channel, so peak memory is
-//! `CHUNK * (DEPTH + 2)` whatever the layer size, and the apply thread reads them in place
-//! through [`BufRead`] (no second copy before the bytes reach a file).
+//! about `CHUNK * 2 * (DEPTH + 2)` whatever the layer size, and the apply thread reads them
+//! in place through [`BufRead`] (no second copy before the bytes reach a file). Spent
+//! chunks travel back for reuse. The work is split to balance two cores: the decoder
+//! thread decompresses and hashes the input; the apply thread hashes the uncompressed
+//! stream (the diff_id) as chunks arrive, between its write syscalls.
 
 use std::fmt;
 use std::io::{self, BufRead, BufReader, Read};
@@ -60,14 +63,19 @@ impl fmt::Display for Compression {
 
 /// What the decoder thread learned once the input ended.
 #[derive(Debug, Clone)]
-pub(crate) struct StreamSummary {
+pub(crate) struct InputSummary {
     /// sha256 of the input bytes (the blob digest).
     pub digest: Digest,
-    /// sha256 of the uncompressed stream to EOF (the diff_id).
-    pub diff_id: Digest,
     /// Input bytes read.
     pub compressed_bytes: u64,
-    /// Uncompressed bytes produced.
+}
+
+/// What the apply side learned once the uncompressed stream ended.
+#[derive(Debug, Clone)]
+pub(crate) struct OutputSummary {
+    /// sha256 of the uncompressed stream to EOF (the diff_id).
+    pub diff_id: Digest,
+    /// Uncompressed bytes.
     pub uncompressed_bytes: u64,
 }
 
@@ -103,8 +111,19 @@ pub(crate) fn pipeline<R: Read + Send>(input: R) -> io::Result<(DecodeJob<R>, Ch
     }
     let compression = Compression::sniff(&head[..got]);
     let (tx, rx) = sync_channel(DEPTH);
-    let job = DecodeJob { raw, head, head_len: got, compression, tx };
-    Ok((job, ChunkReader { rx, chunk: Vec::new(), pos: 0, error: None, compression }))
+    let (spent_tx, spent_rx) = sync_channel(DEPTH + 2);
+    let job = DecodeJob { raw, head, head_len: got, compression, tx, spent: spent_rx };
+    let reader = ChunkReader {
+        rx,
+        spent: spent_tx,
+        chunk: Vec::new(),
+        pos: 0,
+        error: None,
+        compression,
+        hasher: Hasher::new(),
+        count: 0,
+    };
+    Ok((job, reader))
 }
 
 /// The decoder side: runs on its own thread until the input ends or the reader hangs up.
@@ -114,31 +133,27 @@ pub(crate) struct DecodeJob<R> {
     head_len: usize,
     compression: Compression,
     tx: SyncSender<io::Result<Vec<u8>>>,
+    spent: Receiver<Vec<u8>>,
 }
 
 impl<R: Read> DecodeJob<R> {
     /// Decodes to EOF, sending chunks; returns the digests. Errors are also sent to the
     /// reader so it fails at the right place.
-    pub fn run(self) -> io::Result<StreamSummary> {
-        let DecodeJob { raw, head, head_len, compression, tx } = self;
+    pub fn run(self) -> io::Result<InputSummary> {
+        let DecodeJob { raw, head, head_len, compression, tx, spent } = self;
         let source = BufReader::with_capacity(CHUNK, io::Cursor::new(head).take(head_len as u64).chain(raw));
         let result = match compression {
-            Compression::None => pump(source, &tx),
+            Compression::None => pump(source, &tx, &spent),
             Compression::Gzip => {
-                pump(flate2::bufread::MultiGzDecoder::new(source), &tx).map(|(d, out)| (d.into_inner(), out))
+                pump(flate2::bufread::MultiGzDecoder::new(source), &tx, &spent).map(|d| d.into_inner())
             }
-            Compression::Zstd => zstd::stream::read::Decoder::with_buffer(source)
-                .and_then(|d| pump(d, &tx))
-                .map(|(d, out)| (d.finish(), out)),
+            Compression::Zstd => {
+                zstd::stream::read::Decoder::with_buffer(source).and_then(|d| pump(d, &tx, &spent)).map(|d| d.finish())
+            }
         };
-        let summary = result.and_then(|(source, out)| {
+        let summary = result.and_then(|source| {
             let raw = drain_trailing(source)?;
-            Ok(StreamSummary {
-                digest: raw.hasher.finish(),
-                diff_id: out.hasher.finish(),
-                compressed_bytes: raw.count,
-                uncompressed_bytes: out.count,
-            })
+            Ok(InputSummary { digest: raw.hasher.finish(), compressed_bytes: raw.count })
         });
         if let Err(e) = &summary {
             // The reader may already be gone (it failed first); then nobody needs this.
@@ -165,16 +180,11 @@ fn drain_trailing<R: Read>(source: Source<R>) -> io::Result<Hashing<R>> {
 /// The raw input: the sniffed head bytes, then the rest, all hashed.
 type Source<R> = BufReader<io::Chain<io::Take<io::Cursor<[u8; 4]>>, Hashing<R>>>;
 
-/// Uncompressed output counter and hasher.
-struct Output {
-    hasher: Hasher,
-    count: u64,
-}
-
-fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>) -> io::Result<(D, Output)> {
-    let mut out = Output { hasher: Hasher::new(), count: 0 };
+fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>, spent: &Receiver<Vec<u8>>) -> io::Result<D> {
     loop {
-        let mut chunk = vec![0u8; CHUNK];
+        let mut chunk = spent.try_recv().unwrap_or_default();
+        // A recycled chunk is zeroed only past its old length (usually nothing).
+        chunk.resize(CHUNK, 0);
         let mut filled = 0;
         while filled < CHUNK {
             match decoder.read(&mut chunk[filled..]) {
@@ -185,11 +195,9 @@ fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>) -> io::Re
             }
         }
         if filled == 0 {
-            return Ok((decoder, out));
+            return Ok(decoder);
         }
         chunk.truncate(filled);
-        out.hasher.update(&chunk);
-        out.count += filled as u64;
         if tx.send(Ok(chunk)).is_err() {
             // The apply side stopped (it failed); stop decoding quietly.
             return Err(io::Error::new(io::ErrorKind::BrokenPipe, "layer reader stopped"));
@@ -200,16 +208,24 @@ fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>) -> io::Re
 /// The apply side of the pipeline: a [`BufRead`] over the decoder's chunks.
 pub(crate) struct ChunkReader {
     rx: Receiver<io::Result<Vec<u8>>>,
+    spent: SyncSender<Vec<u8>>,
     chunk: Vec<u8>,
     pos: usize,
     error: Option<(io::ErrorKind, String)>,
     compression: Compression,
+    hasher: Hasher,
+    count: u64,
 }
 
 impl ChunkReader {
     /// The compression the stream was sniffed as.
     pub fn compression(&self) -> Compression {
         self.compression
+    }
+
+    /// The diff_id of every byte received; meaningful once the stream hit EOF.
+    pub fn finish(self) -> OutputSummary {
+        OutputSummary { diff_id: self.hasher.finish(), uncompressed_bytes: self.count }
     }
 }
 
@@ -237,7 +253,11 @@ impl BufRead for ChunkReader {
         if self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.chunk = chunk;
+                    self.hasher.update(&chunk);
+                    self.count += chunk.len() as u64;
+                    let spent = std::mem::replace(&mut self.chunk, chunk);
+                    // Back to the decoder for reuse; if its queue is full, just free it.
+                    let _ = self.spent.try_send(spent);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => {

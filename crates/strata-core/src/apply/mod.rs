@@ -166,21 +166,22 @@ impl Applier {
         let (applied, decoded) = std::thread::scope(|scope| {
             let decoder = scope.spawn(move || job.run());
             let mut reader = Reader::new(chunks, compression.name());
-            let applied = engine::Engine::new(self, root.as_fd(), target, &lower).run(&mut reader);
-            // Hang up before joining so a decoder blocked on a full channel stops.
-            drop(reader);
+            let applied = engine::Engine::new(self, root.as_fd(), target, &lower)
+                .run(&mut reader)
+                .map(|report| (report, reader.into_inner().finish()));
+            // On failure the reader was dropped above: the decoder sees the hang-up and stops.
             let decoded = decoder.join().unwrap_or_else(|_| Err(std::io::Error::other("decoder thread panicked")));
             (applied, decoded)
         });
-        let mut report = applied?;
-        let summary = decoded.map_err(|source| Error::Stream { compression: compression.name(), source })?;
-        check_digest("diff_id", self.diff_id.as_ref(), &summary.diff_id)?;
-        check_digest("digest", self.digest.as_ref(), &summary.digest)?;
+        let (mut report, output) = applied?;
+        let input = decoded.map_err(|source| Error::Stream { compression: compression.name(), source })?;
+        check_digest("diff_id", self.diff_id.as_ref(), &output.diff_id)?;
+        check_digest("digest", self.digest.as_ref(), &input.digest)?;
         report.compression = compression;
-        report.diff_id = summary.diff_id;
-        report.digest = summary.digest;
-        report.compressed_bytes = summary.compressed_bytes;
-        report.uncompressed_bytes = summary.uncompressed_bytes;
+        report.diff_id = output.diff_id;
+        report.digest = input.digest;
+        report.compressed_bytes = input.compressed_bytes;
+        report.uncompressed_bytes = output.uncompressed_bytes;
         report.elapsed = started.elapsed();
         Ok(report)
     }

@@ -56,6 +56,11 @@ impl<R: BufRead> Reader<R> {
         Reader { inner, compression, offset: 0, remaining: 0, padding: 0, entries: 0, done: false }
     }
 
+    /// The underlying stream.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+
     /// Bytes of uncompressed stream consumed so far.
     pub fn offset(&self) -> u64 {
         self.offset

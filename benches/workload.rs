@@ -65,6 +65,8 @@ pub fn layer(shape: Shape, bytes: u64, seed: u64) -> Vec<u8> {
     let mut written = 0u64;
     let mut dirs: Vec<String> = Vec::new();
     let mut index = 0u64;
+    let mut current = 0usize;
+    let mut left_in_dir = 0u64;
     while written < bytes {
         let size = match shape {
             Shape::SmallFiles => match rng.below(100) {
@@ -75,17 +77,25 @@ pub fn layer(shape: Shape, bytes: u64, seed: u64) -> Vec<u8> {
             Shape::LargeFiles => 16 * 1024 * 1024 + rng.below(16 * 1024 * 1024),
         }
         .min(bytes - written) as usize;
-        if dirs.is_empty() || rng.below(20) == 0 {
-            let parent = if dirs.is_empty() || rng.below(3) == 0 {
-                "usr/lib".to_owned()
+        // Files come grouped by directory, as a tar of a tree (docker, buildkit) has them.
+        if left_in_dir == 0 {
+            left_in_dir = 1 + rng.below(40);
+            if dirs.is_empty() || rng.below(2) == 0 {
+                let parent = if dirs.is_empty() || rng.below(3) == 0 {
+                    "usr/lib".to_owned()
+                } else {
+                    dirs[rng.below(dirs.len() as u64) as usize].clone()
+                };
+                let dir = format!("{parent}/d{}", dirs.len());
+                tar.append(&Entry::dir(&dir, 0o755), b"").expect("write to a Vec");
+                dirs.push(dir);
+                current = dirs.len() - 1;
             } else {
-                dirs[rng.below(dirs.len() as u64) as usize].clone()
-            };
-            let dir = format!("{parent}/d{}", dirs.len());
-            tar.append(&Entry::dir(&dir, 0o755), b"").expect("write to a Vec");
-            dirs.push(dir);
+                current = rng.below(dirs.len() as u64) as usize;
+            }
         }
-        let dir = &dirs[rng.below(dirs.len() as u64) as usize];
+        left_in_dir -= 1;
+        let dir = &dirs[current];
         content(&mut rng, size, &mut data);
         let mode = if rng.below(10) == 0 { 0o755 } else { 0o644 };
         tar.append(&Entry::file(&format!("{dir}/file{index}.so"), mode), &data).expect("write to a Vec");

@@ -169,6 +169,18 @@ fn cases() -> Vec<Case> {
             },
         ),
         case(
+            "a file in a setgid dir gets the owner its entry names, not the dir's gid",
+            vec![layer(&[
+                e(Entry::dir("sg", 0o2775).owner(0, 50)),
+                (Entry::file("sg/root-owned", 0o644), b"r"),
+                (Entry::file("sg/group-owned", 0o644).owner(0, 50), b"g"),
+            ])],
+            |t, _| {
+                assert_eq!(t.get("sg/root-owned").gid, 0);
+                assert_eq!(t.get("sg/group-owned").gid, 50);
+            },
+        ),
+        case(
             "file capabilities survive chown",
             vec![layer(&[(
                 Entry::file("ping", 0o755).owner(0, 0).xattr("security.capability", &CAP_NET_RAW),

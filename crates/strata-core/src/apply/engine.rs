@@ -8,8 +8,8 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::rc::Rc;
 
+use super::dir_cache::DirCache;
 use super::lower::LowerChain;
 use super::parents::DirTimes;
 use super::report::ApplyReport;
@@ -34,9 +34,8 @@ pub(super) struct Engine<'a> {
     /// Directories this layer made opaque.
     opaque: HashSet<LayerPath>,
     pub(super) dir_times: DirTimes,
-    /// The last parent directory resolved. Any removal clears it, so it never points
-    /// at a directory a later entry replaced (containerd CVE-2025-47290).
-    pub(super) cache: Option<(LayerPath, Rc<OwnedFd>)>,
+    /// Recently resolved parent directories; cleared on any removal.
+    pub(super) cache: DirCache,
     aufs_links: bool,
     index: u64,
     entry_path: String,
@@ -64,7 +63,7 @@ impl<'a> Engine<'a> {
             whiteouts: HashSet::new(),
             opaque: HashSet::new(),
             dir_times: DirTimes::default(),
-            cache: None,
+            cache: DirCache::default(),
             aufs_links: false,
             index: 0,
             entry_path: String::new(),
@@ -85,7 +84,7 @@ impl<'a> Engine<'a> {
                 path: self.target.to_owned(),
                 source,
             })?;
-            self.cache = None;
+            self.cache.clear();
         }
         self.restore_dir_times()?;
         Ok(self.report)
@@ -132,10 +131,10 @@ impl<'a> Engine<'a> {
         let Some((parent, name)) = p.split_last() else {
             return self.root_entry(entry);
         };
-        let dir = self.dir_at(&parent, entry)?;
-        let dir = dir.as_fd();
+        let parent_dir = self.dir_at(&parent, entry)?;
+        let dir = parent_dir.as_fd();
         match entry.kind {
-            EntryKind::File => self.write_file(dir, name, p, entry, reader)?,
+            EntryKind::File => self.write_file(dir, parent_dir.new_file_owner, name, p, entry, reader)?,
             EntryKind::Dir => self.make_dir(dir, name, p, entry)?,
             EntryKind::Symlink => self.make_symlink(dir, name, p, entry)?,
             EntryKind::Hardlink => self.make_hardlink(dir, name, p, entry)?,
@@ -154,7 +153,7 @@ impl<'a> Engine<'a> {
         let ours = self.whiteouts.remove(p);
         sys::remove_all(dir, name).map_err(|e| self.io("remove existing entry", e))?;
         if existing.as_ref().is_some_and(sys::is_dir) {
-            self.cache = None;
+            self.cache.clear();
         }
         Ok(if ours { Clash::ReplacedWhiteout } else { Clash::Replaced })
     }
@@ -168,12 +167,15 @@ impl<'a> Engine<'a> {
     fn write_file<R: io::BufRead>(
         &mut self,
         dir: BorrowedFd<'_>,
+        new_file_owner: (u32, u32),
         name: &OsStr,
         p: &LayerPath,
         entry: &Entry,
         reader: &mut Reader<R>,
     ) -> Result<()> {
-        let owner = self.owner(entry)?;
+        // A new file is already owned as the entry wants when the ids match what the
+        // kernel gives it: skip that chown (most layers are all root:root).
+        let owner = self.owner(entry)?.filter(|&o| o != new_file_owner);
         let mut file = match sys::create_file_exclusive(dir, name) {
             Ok(file) => file,
             Err(e) if sys::is_errno(&e, Code::EXIST) => {
@@ -227,7 +229,6 @@ impl<'a> Engine<'a> {
     /// chown -> xattrs -> chmod on an open fd (chown clears setuid, so chmod comes last).
     fn set_fd_metadata(&mut self, fd: BorrowedFd<'_>, owner: Option<(u32, u32)>, entry: &Entry) -> Result<()> {
         if let Some((uid, gid)) = owner {
-            // A file we just made is already ours; skip the syscall when that is right.
             sys::chown_fd(fd, uid, gid).map_err(|e| self.io("fchown", e))?;
         }
         for (key, value) in &entry.xattrs {
@@ -524,7 +525,7 @@ impl<'a> Engine<'a> {
                     if !self.written.contains(&dir_path.join(name.as_bytes())) {
                         sys::remove_all(dir.as_fd(), &name)
                             .map_err(|e| self.io("remove lower entry of opaque dir", e))?;
-                        self.cache = None;
+                        self.cache.clear();
                     }
                 }
             }
@@ -571,7 +572,7 @@ impl<'a> Engine<'a> {
                     sys::lstat(dir, name).map_err(|e| self.io("fstatat", e))?.as_ref().is_some_and(sys::is_dir);
                 sys::remove_all(dir, name).map_err(|e| self.io("remove whited-out entry", e))?;
                 if was_dir {
-                    self.cache = None;
+                    self.cache.clear();
                 }
             }
         }

@@ -6,6 +6,7 @@
 //! deleting what whiteouts name. Flat output equals the merged view of the overlay form:
 //! the privileged tests check that against the kernel.
 
+mod dir_cache;
 mod engine;
 mod lower;
 mod meta;
@@ -119,7 +120,8 @@ impl ApplyBuilder {
                 "parents apply to overlay form only; a flat rootfs already holds its lower layers".into(),
             ));
         }
-        let same_owner = self.same_owner.unwrap_or_else(|| sys::effective_uid() == 0);
+        let ids = sys::effective_ids();
+        let same_owner = self.same_owner.unwrap_or(ids.0 == 0);
         Ok(Applier {
             mode: self.mode,
             parents: self.parents,
@@ -127,6 +129,7 @@ impl ApplyBuilder {
             diff_id: self.diff_id,
             digest: self.digest,
             same_owner,
+            ids,
             devices: self.devices,
         })
     }
@@ -141,6 +144,8 @@ pub struct Applier {
     diff_id: Option<Digest>,
     digest: Option<Digest>,
     same_owner: bool,
+    /// Effective uid and gid of this process (owners of what it creates).
+    ids: (u32, u32),
     devices: DevicePolicy,
 }
 

@@ -7,6 +7,7 @@ use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
+use super::dir_cache::ParentDir;
 use super::engine::Engine;
 use super::meta;
 use crate::error::Result;
@@ -56,11 +57,9 @@ impl Engine<'_> {
     /// replacing lower non-directories that stand where a directory must be (the merged
     /// view of the overlay form shows this layer's directory there). Never follows a
     /// symlink.
-    pub(super) fn dir_at(&mut self, path: &LayerPath, entry: &Entry) -> Result<Rc<OwnedFd>> {
-        if let Some((cached, fd)) = &self.cache {
-            if cached == path {
-                return Ok(Rc::clone(fd));
-            }
+    pub(super) fn dir_at(&mut self, path: &LayerPath, entry: &Entry) -> Result<Rc<ParentDir>> {
+        if let Some(fd) = self.cache.get(path) {
+            return Ok(fd);
         }
         let fd = match sys::open_dir_beneath(self.root, path.as_os_str()) {
             Ok(fd) => fd,
@@ -69,10 +68,15 @@ impl Engine<'_> {
             }
             Err(e) => return Err(self.io("open parent directory", e)),
         };
-        self.dir_times.keep(path, || current_times(fd.as_fd())).map_err(|e| self.io("stat directory", e))?;
-        let fd = Rc::new(fd);
-        self.cache = Some((path.clone(), Rc::clone(&fd)));
-        Ok(fd)
+        let st = sys::lstat(fd.as_fd(), OsStr::new(""))
+            .and_then(|st| st.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
+            .map_err(|e| self.io("stat directory", e))?;
+        self.dir_times.keep(path, || Ok(sys::stat_times(&st))).map_err(|e| self.io("stat directory", e))?;
+        let (euid, egid) = self.opts.ids;
+        let gid = if st.st_mode & 0o2000 != 0 { st.st_gid } else { egid };
+        let dir = Rc::new(ParentDir { fd, new_file_owner: (euid, gid) });
+        self.cache.insert(path.clone(), Rc::clone(&dir));
+        Ok(dir)
     }
 
     /// The slow path of [`dir_at`](Self::dir_at): one component at a time.
@@ -99,7 +103,7 @@ impl Engine<'_> {
                         .keep(&here, || current_times(cur.as_fd()))
                         .map_err(|e| self.io("stat directory", e))?;
                     sys::remove_all(cur.as_fd(), name).map_err(|e| self.io("remove non-directory in the way", e))?;
-                    self.cache = None;
+                    self.cache.clear();
                     ours
                 }
                 Err(e) => return Err(self.io("open parent directory", e)),

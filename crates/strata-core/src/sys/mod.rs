@@ -302,9 +302,9 @@ pub fn stat_times(st: &Stat) -> (Timestamp, Timestamp) {
     (t(st.st_atime, st.st_atime_nsec), t(st.st_mtime, st.st_mtime_nsec))
 }
 
-/// The effective uid of this process.
-pub fn effective_uid() -> u32 {
-    rustix::process::geteuid().as_raw()
+/// The effective uid and gid of this process.
+pub fn effective_ids() -> (u32, u32) {
+    (rustix::process::geteuid().as_raw(), rustix::process::getegid().as_raw())
 }
 
 /// Whether `e` is the given errno.

@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod formats;
 mod hostile;
+mod mutation;
 mod overlay_form;
 mod privileged;
 mod semantics;

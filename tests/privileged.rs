@@ -196,3 +196,48 @@ fn children(t: &Tree, dir: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Drops to an unprivileged uid with `setpriv` and runs `strata apply`: devices and
+/// privileged xattrs are skipped with warnings, owners are left as created, and a
+/// read-only directory still receives its children (its mode is set last).
+#[test]
+fn privileged_unprivileged_apply_skips_what_needs_privilege_and_says_so() {
+    if !require_privileged("privileged_unprivileged_apply_skips_what_needs_privilege_and_says_so") {
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    let layer_path = dir.path().join("layer.tar");
+    std::fs::write(
+        &layer_path,
+        layer(&[
+            e(Entry::dir("ro", 0o555)),
+            (Entry::file("ro/inside", 0o644).owner(0, 0), b"x"),
+            e(Entry::char_device("null", 1, 3)),
+            (Entry::file("ping", 0o755).xattr("security.capability", &CAP_NET_RAW).xattr("user.ok", b"1"), b"elf"),
+            e(Entry::fifo("pipe")),
+        ]),
+    )
+    .expect("write layer");
+    let target = dir.path().join("rootfs");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args(["apply", "--json"])
+        .arg(&layer_path)
+        .arg(&target)
+        .output()
+        .expect("run setpriv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("null: no permission to create device 1:3; skipped"), "{stderr}");
+    assert!(stderr.contains("ping: no permission to set security.capability; skipped"), "{stderr}");
+    let t = Tree::of(&target);
+    assert!(!t.has("null"));
+    assert_eq!(t.get("ro").mode, 0o555);
+    assert_eq!(t.get("ro/inside").uid, 65534);
+    assert_eq!(t.get("ping").xattrs.keys().collect::<Vec<_>>(), ["user.ok"]);
+    assert_eq!(t.get("pipe").kind, "fifo");
+    assert_eq!(std::fs::metadata(&target).expect("stat").uid(), 65534);
+}

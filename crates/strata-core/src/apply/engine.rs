@@ -1,6 +1,6 @@
 //! Per-entry apply logic, shared by both output forms.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write};
@@ -34,6 +34,8 @@ pub(super) struct Engine<'a> {
     /// Directories this layer made opaque.
     opaque: HashSet<LayerPath>,
     pub(super) dir_times: DirTimes,
+    /// Unprivileged: final directory modes, set after every entry is written.
+    pub(super) deferred_modes: HashMap<LayerPath, u32>,
     /// Recently resolved parent directories; cleared on any removal.
     pub(super) cache: DirCache,
     aufs_links: bool,
@@ -63,6 +65,7 @@ impl<'a> Engine<'a> {
             whiteouts: HashSet::new(),
             opaque: HashSet::new(),
             dir_times: DirTimes::default(),
+            deferred_modes: HashMap::new(),
             cache: DirCache::default(),
             aufs_links: false,
             index: 0,
@@ -122,7 +125,7 @@ impl<'a> Engine<'a> {
             return Err(self.fail(format!("the layer root cannot be replaced by a {:?}", entry.kind)));
         }
         let dir = sys::open_child_dir_readable(self.root, OsStr::new("")).map_err(|e| self.io("open target", e))?;
-        self.set_dir_metadata(dir.as_fd(), entry)?;
+        self.set_dir_metadata(&LayerPath::root(), dir.as_fd(), entry)?;
         self.dir_times.set(LayerPath::root(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
         Ok(())
     }
@@ -204,7 +207,7 @@ impl<'a> Engine<'a> {
                 file.set_len(map.real_size).map_err(|e| self.io("ftruncate", e))?;
             }
         }
-        self.set_fd_metadata(file.as_fd(), owner, entry)?;
+        self.set_fd_metadata(file.as_fd(), owner, entry, entry.mode)?;
         sys::set_times_fd(file.as_fd(), entry.atime.unwrap_or(entry.mtime), entry.mtime)
             .map_err(|e| self.io("futimens", e))?;
         self.report.files += 1;
@@ -227,23 +230,47 @@ impl<'a> Engine<'a> {
     }
 
     /// chown -> xattrs -> chmod on an open fd (chown clears setuid, so chmod comes last).
-    fn set_fd_metadata(&mut self, fd: BorrowedFd<'_>, owner: Option<(u32, u32)>, entry: &Entry) -> Result<()> {
+    fn set_fd_metadata(
+        &mut self,
+        fd: BorrowedFd<'_>,
+        owner: Option<(u32, u32)>,
+        entry: &Entry,
+        mode: u32,
+    ) -> Result<()> {
         if let Some((uid, gid)) = owner {
             sys::chown_fd(fd, uid, gid).map_err(|e| self.io("fchown", e))?;
         }
         for (key, value) in &entry.xattrs {
-            if meta::xattr_allowed(key) {
-                sys::set_xattr_fd(fd, key, value).map_err(|e| self.io("fsetxattr", e))?;
-            } else {
+            if !meta::xattr_allowed(key) {
                 self.report.xattrs_filtered += 1;
+                continue;
+            }
+            match sys::set_xattr_fd(fd, key, value) {
+                Ok(()) => {}
+                Err(e) if sys::is_errno(&e, Code::PERM) && !self.opts.same_owner => self.skip_privileged_xattr(key),
+                Err(e) => return Err(self.io("fsetxattr", e)),
             }
         }
-        sys::chmod_fd(fd, entry.mode).map_err(|e| self.io("fchmod", e))
+        sys::chmod_fd(fd, mode).map_err(|e| self.io("fchmod", e))
     }
 
-    fn set_dir_metadata(&mut self, fd: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
+    /// Without privilege, `security.*` xattrs (file capabilities, IMA) cannot be set.
+    fn skip_privileged_xattr(&mut self, key: &str) {
+        let warning = format!("{}: no permission to set {key}; skipped", self.entry_path);
+        self.report.warnings.push(warning);
+    }
+
+    /// Directory attributes. Without privilege, a directory stays writable for us until
+    /// the end (a layer's 0555 dir must still receive its children); its mode is set last.
+    fn set_dir_metadata(&mut self, p: &LayerPath, fd: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
         let owner = self.owner(entry)?;
-        self.set_fd_metadata(fd, owner, entry)
+        let mode = if self.opts.same_owner {
+            entry.mode
+        } else {
+            self.deferred_modes.insert(p.clone(), entry.mode);
+            entry.mode | 0o700
+        };
+        self.set_fd_metadata(fd, owner, entry, mode)
     }
 
     fn make_dir(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
@@ -264,7 +291,7 @@ impl<'a> Engine<'a> {
         if merged {
             self.drop_stale_xattrs(fd.as_fd(), entry)?;
         }
-        self.set_dir_metadata(fd.as_fd(), entry)?;
+        self.set_dir_metadata(p, fd.as_fd(), entry)?;
         if opaque {
             self.mark_opaque(fd.as_fd())?;
         }
@@ -301,6 +328,7 @@ impl<'a> Engine<'a> {
                     .report
                     .warnings
                     .push(format!("{}: kernel refuses {key} on a {:?}; skipped", self.entry_path, entry.kind)),
+                Err(e) if sys::is_errno(&e, Code::PERM) && !self.opts.same_owner => self.skip_privileged_xattr(key),
                 Err(e) => return Err(self.io("lsetxattr", e)),
             }
         }

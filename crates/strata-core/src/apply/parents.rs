@@ -140,7 +140,14 @@ impl Engine<'_> {
                     sys::set_xattr_fd(dir, key, &value).map_err(|e| self.io("fsetxattr (implied directory)", e))?;
                 }
             }
-            sys::chmod_fd(dir, found.stat.st_mode & 0o7777).map_err(|e| self.io("fchmod (implied directory)", e))?;
+            let mode = found.stat.st_mode & 0o7777;
+            let mode = if self.opts.same_owner {
+                mode
+            } else {
+                self.deferred_modes.insert(path.clone(), mode);
+                mode | 0o700
+            };
+            sys::chmod_fd(dir, mode).map_err(|e| self.io("fchmod (implied directory)", e))?;
             let (atime, mtime) = sys::stat_times(&found.stat);
             self.dir_times.set(path.clone(), atime, mtime);
         } else {
@@ -150,9 +157,22 @@ impl Engine<'_> {
         Ok(())
     }
 
-    /// Sets every recorded directory time, deepest first, once all entries are written.
+    /// Sets every recorded directory time (and, unprivileged, every deferred directory
+    /// mode), deepest first, once all entries are written.
     pub(super) fn restore_dir_times(&mut self) -> Result<()> {
-        for (path, (atime, mtime)) in std::mem::take(&mut self.dir_times).into_sorted() {
+        let mut modes = std::mem::take(&mut self.deferred_modes);
+        let mut work: Vec<(LayerPath, Option<(Timestamp, Timestamp)>, Option<u32>)> =
+            std::mem::take(&mut self.dir_times)
+                .into_sorted()
+                .into_iter()
+                .map(|(path, times)| {
+                    let mode = modes.remove(&path);
+                    (path, Some(times), mode)
+                })
+                .collect();
+        work.extend(modes.into_iter().map(|(path, mode)| (path, None, Some(mode))));
+        work.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
+        for (path, times, mode) in work {
             let (parent, name) = match path.split_last() {
                 Some((parent, name)) => (parent, name.to_owned()),
                 None => (LayerPath::root(), OsStr::new("").to_owned()),
@@ -166,11 +186,15 @@ impl Engine<'_> {
                 Ok(Some(st)) if sys::is_dir(&st) => {}
                 _ => continue,
             }
-            sys::set_times_nofollow(dir.as_fd(), &name, atime, mtime).map_err(|source| crate::error::Error::Io {
-                op: "set directory times",
-                path: self.target.join(path.as_os_str()),
-                source,
-            })?;
+            let fail = |op, source| crate::error::Error::Io { op, path: self.target.join(path.as_os_str()), source };
+            if let Some(mode) = mode {
+                let fd = sys::open_child_dir_readable(dir.as_fd(), &name).map_err(|e| fail("open directory", e))?;
+                sys::chmod_fd(fd.as_fd(), mode).map_err(|e| fail("set directory mode", e))?;
+            }
+            if let Some((atime, mtime)) = times {
+                sys::set_times_nofollow(dir.as_fd(), &name, atime, mtime)
+                    .map_err(|e| fail("set directory times", e))?;
+            }
         }
         Ok(())
     }

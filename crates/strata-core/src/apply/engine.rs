@@ -1,6 +1,6 @@
 //! Per-entry apply logic, shared by both output forms.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::fs::File;
 use std::io::{self, Write};
@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::dir_cache::DirCache;
 use super::lower::LowerChain;
-use super::parents::DirTimes;
+use super::parents::DirFinish;
 use super::report::ApplyReport;
 use super::{Applier, DevicePolicy, Mode, meta};
 use crate::error::{Error, Result};
@@ -33,9 +33,7 @@ pub(super) struct Engine<'a> {
     pub(super) whiteouts: HashSet<LayerPath>,
     /// Directories this layer made opaque.
     opaque: HashSet<LayerPath>,
-    pub(super) dir_times: DirTimes,
-    /// Unprivileged: final directory modes, set after every entry is written.
-    pub(super) deferred_modes: HashMap<LayerPath, u32>,
+    pub(super) dir_finish: DirFinish,
     /// Recently resolved parent directories; cleared on any removal.
     pub(super) cache: DirCache,
     aufs_links: bool,
@@ -64,8 +62,7 @@ impl<'a> Engine<'a> {
             written: HashSet::new(),
             whiteouts: HashSet::new(),
             opaque: HashSet::new(),
-            dir_times: DirTimes::default(),
-            deferred_modes: HashMap::new(),
+            dir_finish: DirFinish::default(),
             cache: DirCache::default(),
             aufs_links: false,
             index: 0,
@@ -89,7 +86,7 @@ impl<'a> Engine<'a> {
             })?;
             self.cache.clear();
         }
-        self.restore_dir_times()?;
+        self.restore_dir_finish()?;
         Ok(self.report)
     }
 
@@ -126,7 +123,7 @@ impl<'a> Engine<'a> {
         }
         let dir = sys::open_child_dir_readable(self.root, OsStr::new("")).map_err(|e| self.io("open target", e))?;
         self.set_dir_metadata(&LayerPath::root(), dir.as_fd(), entry)?;
-        self.dir_times.set(LayerPath::root(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
+        self.dir_finish.set(LayerPath::root(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
         Ok(())
     }
 
@@ -267,7 +264,7 @@ impl<'a> Engine<'a> {
         let mode = if self.opts.same_owner {
             entry.mode
         } else {
-            self.deferred_modes.insert(p.clone(), entry.mode);
+            self.dir_finish.defer_mode(p, entry.mode);
             entry.mode | 0o700
         };
         self.set_fd_metadata(fd, owner, entry, mode)
@@ -295,7 +292,7 @@ impl<'a> Engine<'a> {
         if opaque {
             self.mark_opaque(fd.as_fd())?;
         }
-        self.dir_times.set(p.clone(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
+        self.dir_finish.set(p.clone(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
         self.report.dirs += 1;
         Ok(())
     }

@@ -15,15 +15,24 @@ use crate::path::LayerPath;
 use crate::sys::{self, Code};
 use crate::tar::{Entry, Timestamp};
 
-/// Directory times to set once every entry is written: explicit entries win over times
-/// recorded for implied or pre-existing directories.
-#[derive(Debug, Default)]
-pub struct DirTimes(HashMap<LayerPath, (Timestamp, Timestamp)>);
+/// What to set on a directory once every entry is written.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DirFinal {
+    /// Access and modification times.
+    pub times: Option<(Timestamp, Timestamp)>,
+    /// The mode, when it was deferred (unprivileged: the dir had to stay writable).
+    pub mode: Option<u32>,
+}
 
-impl DirTimes {
+/// Directory attributes that must wait until the children are written. For times,
+/// explicit entries win over times recorded for implied or pre-existing directories.
+#[derive(Debug, Default)]
+pub struct DirFinish(HashMap<LayerPath, DirFinal>);
+
+impl DirFinish {
     /// Records the times a directory entry of this layer asks for.
     pub fn set(&mut self, path: LayerPath, atime: Timestamp, mtime: Timestamp) {
-        self.0.insert(path, (atime, mtime));
+        self.0.entry(path).or_default().times = Some((atime, mtime));
     }
 
     /// Records times to restore unless the layer sets its own.
@@ -32,15 +41,20 @@ impl DirTimes {
         path: &LayerPath,
         times: impl FnOnce() -> std::io::Result<(Timestamp, Timestamp)>,
     ) -> std::io::Result<()> {
-        if !self.0.contains_key(path) {
+        if self.0.get(path).is_none_or(|f| f.times.is_none()) {
             let t = times()?;
-            self.0.insert(path.clone(), t);
+            self.0.entry(path.clone()).or_default().times = Some(t);
         }
         Ok(())
     }
 
-    /// Deepest first.
-    pub fn into_sorted(self) -> Vec<(LayerPath, (Timestamp, Timestamp))> {
+    /// Records a mode to set last.
+    pub fn defer_mode(&mut self, path: &LayerPath, mode: u32) {
+        self.0.entry(path.clone()).or_default().mode = Some(mode);
+    }
+
+    /// Deepest first, so a restrictive parent mode never blocks reaching a child.
+    pub fn into_sorted(self) -> Vec<(LayerPath, DirFinal)> {
         let mut all: Vec<_> = self.0.into_iter().collect();
         all.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
         all
@@ -71,7 +85,7 @@ impl Engine<'_> {
         let st = sys::lstat(fd.as_fd(), OsStr::new(""))
             .and_then(|st| st.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
             .map_err(|e| self.io("stat directory", e))?;
-        self.dir_times.keep(path, || Ok(sys::stat_times(&st))).map_err(|e| self.io("stat directory", e))?;
+        self.dir_finish.keep(path, || Ok(sys::stat_times(&st))).map_err(|e| self.io("stat directory", e))?;
         let (euid, egid) = self.opts.ids;
         let gid = if st.st_mode & 0o2000 != 0 { st.st_gid } else { egid };
         let dir = Rc::new(ParentDir { fd, new_file_owner: (euid, gid) });
@@ -99,7 +113,7 @@ impl Engine<'_> {
                             prefix.display()
                         )));
                     }
-                    self.dir_times
+                    self.dir_finish
                         .keep(&here, || current_times(cur.as_fd()))
                         .map_err(|e| self.io("stat directory", e))?;
                     sys::remove_all(cur.as_fd(), name).map_err(|e| self.io("remove non-directory in the way", e))?;
@@ -108,7 +122,7 @@ impl Engine<'_> {
                 }
                 Err(e) => return Err(self.io("open parent directory", e)),
             };
-            self.dir_times.keep(&here, || current_times(cur.as_fd())).map_err(|e| self.io("stat directory", e))?;
+            self.dir_finish.keep(&here, || current_times(cur.as_fd())).map_err(|e| self.io("stat directory", e))?;
             sys::mkdir(cur.as_fd(), name, 0o755).map_err(|e| self.io("mkdirat (implied directory)", e))?;
             let fd =
                 sys::open_child_dir_readable(cur.as_fd(), name).map_err(|e| self.io("open implied directory", e))?;
@@ -144,35 +158,23 @@ impl Engine<'_> {
             let mode = if self.opts.same_owner {
                 mode
             } else {
-                self.deferred_modes.insert(path.clone(), mode);
+                self.dir_finish.defer_mode(path, mode);
                 mode | 0o700
             };
             sys::chmod_fd(dir, mode).map_err(|e| self.io("fchmod (implied directory)", e))?;
             let (atime, mtime) = sys::stat_times(&found.stat);
-            self.dir_times.set(path.clone(), atime, mtime);
+            self.dir_finish.set(path.clone(), atime, mtime);
         } else {
             sys::chmod_fd(dir, 0o755).map_err(|e| self.io("fchmod (implied directory)", e))?;
-            self.dir_times.set(path.clone(), entry.mtime, entry.mtime);
+            self.dir_finish.set(path.clone(), entry.mtime, entry.mtime);
         }
         Ok(())
     }
 
     /// Sets every recorded directory time (and, unprivileged, every deferred directory
     /// mode), deepest first, once all entries are written.
-    pub(super) fn restore_dir_times(&mut self) -> Result<()> {
-        let mut modes = std::mem::take(&mut self.deferred_modes);
-        let mut work: Vec<(LayerPath, Option<(Timestamp, Timestamp)>, Option<u32>)> =
-            std::mem::take(&mut self.dir_times)
-                .into_sorted()
-                .into_iter()
-                .map(|(path, times)| {
-                    let mode = modes.remove(&path);
-                    (path, Some(times), mode)
-                })
-                .collect();
-        work.extend(modes.into_iter().map(|(path, mode)| (path, None, Some(mode))));
-        work.sort_by_key(|(p, _, _)| std::cmp::Reverse(p.components().count()));
-        for (path, times, mode) in work {
+    pub(super) fn restore_dir_finish(&mut self) -> Result<()> {
+        for (path, DirFinal { times, mode }) in std::mem::take(&mut self.dir_finish).into_sorted() {
             let (parent, name) = match path.split_last() {
                 Some((parent, name)) => (parent, name.to_owned()),
                 None => (LayerPath::root(), OsStr::new("").to_owned()),

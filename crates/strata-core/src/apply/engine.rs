@@ -86,7 +86,7 @@ impl<'a> Engine<'a> {
             })?;
             self.cache.clear();
         }
-        self.restore_dir_finish()?;
+        self.finish_dirs()?;
         Ok(self.report)
     }
 

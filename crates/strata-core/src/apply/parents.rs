@@ -173,7 +173,7 @@ impl Engine<'_> {
 
     /// Sets every recorded directory time (and, unprivileged, every deferred directory
     /// mode), deepest first, once all entries are written.
-    pub(super) fn restore_dir_finish(&mut self) -> Result<()> {
+    pub(super) fn finish_dirs(&mut self) -> Result<()> {
         for (path, DirFinal { times, mode }) in std::mem::take(&mut self.dir_finish).into_sorted() {
             let (parent, name) = match path.split_last() {
                 Some((parent, name)) => (parent, name.to_owned()),

@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use serde_json::json;
 use strata_core::{ApplyBuilder, ApplyReport, Digest, Mode};
 
+use super::progress;
+
 /// Apply one layer (tar, tar.gz or tar.zst; sniffed) to a directory.
 ///
 /// In `flat` mode (default) the layer is applied on top of what TARGET holds, as an
@@ -72,14 +74,20 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
     }
     let applier = builder.build()?;
     let layer_name = args.layer.display().to_string();
-    let input: Box<dyn Read + Send> = if args.layer.as_os_str() == "-" {
-        Box::new(io::stdin())
+    let (input, size): (Box<dyn Read + Send>, Option<u64>) = if args.layer.as_os_str() == "-" {
+        (Box::new(io::stdin()), None)
     } else {
-        Box::new(File::open(&args.layer).with_context(|| format!("cannot open layer {layer_name}"))?)
+        let file = File::open(&args.layer).with_context(|| format!("cannot open layer {layer_name}"))?;
+        let size = file.metadata().ok().map(|m| m.len());
+        (Box::new(file), size)
     };
-    let report = applier
-        .apply(input, &args.target)
-        .with_context(|| format!("applying layer {layer_name} to {}", args.target.display()))?;
+    let input = progress::reader(input, size, &format!("applying {layer_name}"));
+    let bar = input.handle();
+    let applied = applier.apply(input, &args.target);
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let report = applied.with_context(|| format!("applying layer {layer_name} to {}", args.target.display()))?;
     for warning in &report.warnings {
         eprintln!("strata: warning: {warning}");
     }

@@ -1,10 +1,12 @@
 //! Subcommands.
 
 mod apply;
+mod progress;
 
 /// What strata can do.
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
+    /// Apply one layer (tar, tar.gz, tar.zst) to a directory, flat or in overlayfs form.
     Apply(apply::ApplyArgs),
 }
 

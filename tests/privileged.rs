@@ -10,7 +10,7 @@ use std::process::Command;
 use strata::core::tar::Entry;
 use strata::core::{ApplyBuilder, Mode};
 
-use crate::util::{MountGuard, Tree, e, gzip, layer, require_privileged, zstd};
+use crate::util::{MountGuard, Tree, children, e, gzip, layer, require_privileged, zstd};
 
 const CAP_NET_RAW: [u8; 20] = [0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 
@@ -186,58 +186,4 @@ fn privileged_root_opaque_layer_hides_the_layers_below_when_the_stack_stops_ther
     // Stopping the stack at the root-opaque layer gives the layer's meaning.
     let _guard = mount_overlay(&[l3, l2], &mnt, false);
     assert_eq!(Tree::of(&mnt).paths(), ["", "new", "top"]);
-}
-
-fn children(t: &Tree, dir: &str) -> Vec<String> {
-    let prefix = format!("{dir}/");
-    t.paths()
-        .into_iter()
-        .filter(|p| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
-        .map(str::to_owned)
-        .collect()
-}
-
-/// Drops to an unprivileged uid with `setpriv` and runs `strata apply`: devices and
-/// privileged xattrs are skipped with warnings, owners are left as created, and a
-/// read-only directory still receives its children (its mode is set last).
-#[test]
-fn privileged_unprivileged_apply_skips_what_needs_privilege_and_says_so() {
-    if !require_privileged("privileged_unprivileged_apply_skips_what_needs_privilege_and_says_so") {
-        return;
-    }
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod");
-    let layer_path = dir.path().join("layer.tar");
-    std::fs::write(
-        &layer_path,
-        layer(&[
-            e(Entry::dir("ro", 0o555)),
-            (Entry::file("ro/inside", 0o644).owner(0, 0), b"x"),
-            e(Entry::char_device("null", 1, 3)),
-            (Entry::file("ping", 0o755).xattr("security.capability", &CAP_NET_RAW).xattr("user.ok", b"1"), b"elf"),
-            e(Entry::fifo("pipe")),
-        ]),
-    )
-    .expect("write layer");
-    let target = dir.path().join("rootfs");
-    let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(env!("CARGO_BIN_EXE_strata"))
-        .args(["apply", "--json"])
-        .arg(&layer_path)
-        .arg(&target)
-        .output()
-        .expect("run setpriv");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    assert!(stderr.contains("null: no permission to create device 1:3; skipped"), "{stderr}");
-    assert!(stderr.contains("ping: no permission to set security.capability; skipped"), "{stderr}");
-    let t = Tree::of(&target);
-    assert!(!t.has("null"));
-    assert_eq!(t.get("ro").mode, 0o555);
-    assert_eq!(t.get("ro/inside").uid, 65534);
-    assert_eq!(t.get("ping").xattrs.keys().collect::<Vec<_>>(), ["user.ok"]);
-    assert_eq!(t.get("pipe").kind, "fifo");
-    assert_eq!(std::fs::metadata(&target).expect("stat").uid(), 65534);
 }

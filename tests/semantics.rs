@@ -4,7 +4,7 @@
 use strata::core::ApplyReport;
 use strata::core::tar::Entry;
 
-use crate::util::{Tree, apply_flat, e, layer};
+use crate::util::{Tree, apply_flat, children, e, layer};
 
 type Check = Box<dyn Fn(&Tree, &ApplyReport)>;
 
@@ -359,15 +359,6 @@ const CAP_NET_RAW: [u8; 20] = [0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0
 
 fn long_path() -> String {
     format!("{}/{}/{}", "d".repeat(200), "e".repeat(250), "f".repeat(255))
-}
-
-fn children(t: &Tree, dir: &str) -> Vec<String> {
-    let prefix = format!("{dir}/");
-    t.paths()
-        .into_iter()
-        .filter(|p| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
-        .map(str::to_owned)
-        .collect()
 }
 
 #[test]

@@ -28,6 +28,16 @@ pub fn e(entry: Entry) -> (Entry, &'static [u8]) {
     (entry, b"")
 }
 
+/// The direct children of `dir` in a tree, as full paths.
+pub fn children(t: &Tree, dir: &str) -> Vec<String> {
+    let prefix = format!("{dir}/");
+    t.paths()
+        .into_iter()
+        .filter(|p| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
+        .map(str::to_owned)
+        .collect()
+}
+
 /// gzip-compresses.
 pub fn gzip(bytes: &[u8]) -> Vec<u8> {
     let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());

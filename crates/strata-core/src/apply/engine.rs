@@ -261,13 +261,18 @@ impl<'a> Engine<'a> {
     /// the end (a layer's 0555 dir must still receive its children); its mode is set last.
     fn set_dir_metadata(&mut self, p: &LayerPath, fd: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
         let owner = self.owner(entry)?;
-        let mode = if self.opts.same_owner {
-            entry.mode
-        } else {
-            self.dir_finish.defer_mode(p, entry.mode);
-            entry.mode | 0o700
-        };
+        let mode = self.dir_mode_now(p, entry.mode);
         self.set_fd_metadata(fd, owner, entry, mode)
+    }
+
+    /// The mode to give directory `p` now: `mode`, or, unprivileged, `mode | 0o700` with
+    /// `mode` deferred to the end (we must be able to write the children).
+    pub(super) fn dir_mode_now(&mut self, p: &LayerPath, mode: u32) -> u32 {
+        if self.opts.same_owner {
+            return mode;
+        }
+        self.dir_finish.defer_mode(p, mode);
+        mode | 0o700
     }
 
     fn make_dir(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
@@ -492,13 +497,14 @@ impl<'a> Engine<'a> {
         Ok(true)
     }
 
-    fn copy_xattrs(&mut self, found: &super::lower::Found, fd: BorrowedFd<'_>) -> Result<()> {
+    /// Copies a lower entry's xattrs (never overlay markers) onto `fd`.
+    pub(super) fn copy_xattrs(&mut self, found: &super::lower::Found, fd: BorrowedFd<'_>) -> Result<()> {
         let keys = sys::list_xattrs(found.dir.as_fd(), &found.name).map_err(|e| self.io("list lower xattrs", e))?;
         for key in keys.iter().filter(|k| meta::xattr_copied_from_lower(k)) {
             if let Some(value) =
                 sys::get_xattr(found.dir.as_fd(), &found.name, key).map_err(|e| self.io("read lower xattr", e))?
             {
-                sys::set_xattr_fd(fd, key, &value).map_err(|e| self.io("fsetxattr (copy-up)", e))?;
+                sys::set_xattr_fd(fd, key, &value).map_err(|e| self.io("fsetxattr (copied from lower)", e))?;
             }
         }
         Ok(())

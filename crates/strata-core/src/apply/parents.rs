@@ -146,21 +146,8 @@ impl Engine<'_> {
                 sys::chown_fd(dir, found.stat.st_uid, found.stat.st_gid)
                     .map_err(|e| self.io("fchown (implied directory)", e))?;
             }
-            let keys = sys::list_xattrs(found.dir.as_fd(), &found.name).map_err(|e| self.io("list lower xattrs", e))?;
-            for key in keys.iter().filter(|k| meta::xattr_copied_from_lower(k)) {
-                if let Some(value) =
-                    sys::get_xattr(found.dir.as_fd(), &found.name, key).map_err(|e| self.io("read lower xattr", e))?
-                {
-                    sys::set_xattr_fd(dir, key, &value).map_err(|e| self.io("fsetxattr (implied directory)", e))?;
-                }
-            }
-            let mode = found.stat.st_mode & 0o7777;
-            let mode = if self.opts.same_owner {
-                mode
-            } else {
-                self.dir_finish.defer_mode(path, mode);
-                mode | 0o700
-            };
+            self.copy_xattrs(&found, dir)?;
+            let mode = self.dir_mode_now(path, found.stat.st_mode & 0o7777);
             sys::chmod_fd(dir, mode).map_err(|e| self.io("fchmod (implied directory)", e))?;
             let (atime, mtime) = sys::stat_times(&found.stat);
             self.dir_finish.set(path.clone(), atime, mtime);

@@ -19,6 +19,11 @@ fn via_proc(dir: BorrowedFd<'_>, name: &OsStr) -> PathBuf {
     path
 }
 
+/// The names in a `listxattr` buffer (NUL-separated).
+fn names(list: &[u8]) -> Vec<String> {
+    list.split(|&b| b == 0).filter(|k| !k.is_empty()).map(|k| String::from_utf8_lossy(k).into_owned()).collect()
+}
+
 /// `fsetxattr(fd, key, value)`.
 ///
 /// # Errors
@@ -51,11 +56,7 @@ pub fn list_xattrs(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Vec<String>>
         };
         match listed {
             Ok(n) => {
-                return Ok(buf[..n]
-                    .split(|&b| b == 0)
-                    .filter(|k| !k.is_empty())
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .collect());
+                return Ok(names(&buf[..n]));
             }
             Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
             Err(e) => return Err(e.into()),
@@ -97,11 +98,7 @@ pub fn list_xattrs_fd(fd: BorrowedFd<'_>) -> io::Result<Vec<String>> {
     loop {
         match rustix::fs::flistxattr(fd, &mut buf[..]) {
             Ok(n) => {
-                return Ok(buf[..n]
-                    .split(|&b| b == 0)
-                    .filter(|k| !k.is_empty())
-                    .map(|k| String::from_utf8_lossy(k).into_owned())
-                    .collect());
+                return Ok(names(&buf[..n]));
             }
             Err(rustix::io::Errno::RANGE) if buf.len() < (1 << 20) => buf.resize(buf.len() * 4, 0),
             Err(e) => return Err(e.into()),

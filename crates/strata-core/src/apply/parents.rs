@@ -9,7 +9,6 @@ use std::rc::Rc;
 
 use super::dir_cache::ParentDir;
 use super::engine::Engine;
-use super::meta;
 use crate::error::Result;
 use crate::path::LayerPath;
 use crate::sys::{self, Code};

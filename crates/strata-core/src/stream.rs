@@ -73,8 +73,9 @@ pub(crate) struct InputSummary {
 /// What the apply side learned once the uncompressed stream ended.
 #[derive(Debug, Clone)]
 pub(crate) struct OutputSummary {
-    /// sha256 of the uncompressed stream to EOF (the diff_id).
-    pub diff_id: Digest,
+    /// sha256 of the uncompressed stream to EOF (the diff_id); `None` when the stream
+    /// was not compressed, so the input digest is the diff_id.
+    pub diff_id: Option<Digest>,
     /// Uncompressed bytes.
     pub uncompressed_bytes: u64,
 }
@@ -120,7 +121,8 @@ pub(crate) fn pipeline<R: Read + Send>(input: R) -> io::Result<(DecodeJob<R>, Ch
         pos: 0,
         error: None,
         compression,
-        hasher: Hasher::new(),
+        // A plain stream's diff_id is its digest: hash it once, on the decoder side.
+        hasher: (compression != Compression::None).then(Hasher::new),
         count: 0,
     };
     Ok((job, reader))
@@ -213,7 +215,7 @@ pub(crate) struct ChunkReader {
     pos: usize,
     error: Option<(io::ErrorKind, String)>,
     compression: Compression,
-    hasher: Hasher,
+    hasher: Option<Hasher>,
     count: u64,
 }
 
@@ -223,9 +225,10 @@ impl ChunkReader {
         self.compression
     }
 
-    /// The diff_id of every byte received; meaningful once the stream hit EOF.
+    /// The diff_id of every byte received (`None` for a plain stream, whose diff_id is
+    /// the input digest); meaningful once the stream hit EOF.
     pub fn finish(self) -> OutputSummary {
-        OutputSummary { diff_id: self.hasher.finish(), uncompressed_bytes: self.count }
+        OutputSummary { diff_id: self.hasher.map(Hasher::finish), uncompressed_bytes: self.count }
     }
 }
 
@@ -253,7 +256,9 @@ impl BufRead for ChunkReader {
         if self.pos == self.chunk.len() {
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    self.hasher.update(&chunk);
+                    if let Some(hasher) = &mut self.hasher {
+                        hasher.update(&chunk);
+                    }
                     self.count += chunk.len() as u64;
                     let spent = std::mem::replace(&mut self.chunk, chunk);
                     // Back to the decoder for reuse; if its queue is full, just free it.

@@ -180,10 +180,11 @@ impl Applier {
         });
         let (mut report, output) = applied?;
         let input = decoded.map_err(|source| Error::Stream { compression: compression.name(), source })?;
-        check_digest("diff_id", self.diff_id.as_ref(), &output.diff_id)?;
+        let diff_id = output.diff_id.unwrap_or_else(|| input.digest.clone());
+        check_digest("diff_id", self.diff_id.as_ref(), &diff_id)?;
         check_digest("digest", self.digest.as_ref(), &input.digest)?;
         report.compression = compression;
-        report.diff_id = output.diff_id;
+        report.diff_id = diff_id;
         report.digest = input.digest;
         report.compressed_bytes = input.compressed_bytes;
         report.uncompressed_bytes = output.uncompressed_bytes;

@@ -1,7 +1,8 @@
 //! # strata
 //!
 //! A facade over strata's crates, for programs that want one dependency. The `strata`
-//! binary is the command line; the work happens in [`core`] (layer apply).
+//! binary is the command line; the work happens in [`core`] (layer apply) and [`image`]
+//! (reading OCI layouts and docker-save archives).
 //!
 //! ```
 //! use strata::core::{ApplyBuilder, Mode};
@@ -11,3 +12,4 @@
 //! ```
 
 pub use strata_core as core;
+pub use strata_image as image;

@@ -5,6 +5,7 @@ mod util;
 mod cli;
 mod formats;
 mod hostile;
+mod images;
 mod mutation;
 mod overlay_form;
 mod privileged;

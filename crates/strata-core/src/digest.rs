@@ -22,6 +22,16 @@ impl Digest {
         &self.hex
     }
 
+    /// The OCI ChainID of a layer: its diff_id for the bottom layer, else
+    /// `sha256(parent_chain + " " + diff_id)` (image-spec `config.md`). Layers shared by
+    /// images share chain ids, so they are unpacked once.
+    pub fn chain(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
+        match parent {
+            None => diff_id.clone(),
+            Some(parent) => Digest::of(format!("{parent} {diff_id}").as_bytes()),
+        }
+    }
+
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         let mut hasher = Hasher::new();
@@ -95,6 +105,14 @@ mod tests {
         ] {
             assert!(bad.parse::<Digest>().is_err(), "{bad:?} must be rejected");
         }
+    }
+
+    #[test]
+    fn chain_ids_follow_the_spec() {
+        let a = Digest::of(b"a");
+        let b = Digest::of(b"b");
+        assert_eq!(Digest::chain(None, &a), a);
+        assert_eq!(Digest::chain(Some(&a), &b), Digest::of(format!("{a} {b}").as_bytes()));
     }
 
     #[test]

@@ -74,6 +74,32 @@ pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &OsStr) -> io::Result<OwnedFd
     Ok(dir)
 }
 
+/// Opens regular file `rel` for reading inside `root`, resolving like a chroot: symlinks
+/// are followed but can never leave `root` (`RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`).
+/// Used to read image layouts, whose blobs may legitimately be symlinks. Without
+/// openat2, symlinks are refused instead.
+///
+/// # Errors
+/// `ENOENT`, `ELOOP`, `EXDEV`, or what the kernel says.
+pub fn open_file_in_root(root: BorrowedFd<'_>, rel: &OsStr) -> io::Result<File> {
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    if HAVE_OPENAT2.load(Ordering::Relaxed) {
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+            Err(Errno::AGAIN) => {}
+            other => return other.map(File::from).map_err(errno),
+        }
+    }
+    let bytes = rel.as_bytes();
+    let (parent, name) = match bytes.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&bytes[..i], &bytes[i + 1..]),
+        None => (&b""[..], bytes),
+    };
+    let dir = open_dir_beneath(root, OsStr::from_bytes(parent))?;
+    open_file_nofollow(dir.as_fd(), OsStr::from_bytes(name))
+}
+
 /// Opens child directory `name` of `dir` without following a symlink (`O_PATH`).
 ///
 /// # Errors

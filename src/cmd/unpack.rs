@@ -1,0 +1,156 @@
+//! `strata unpack`: an image from an OCI layout or docker-save archive into a rootfs.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use strata_core::{ApplyBuilder, Mode};
+use strata_image::{Image, Platform, Selector};
+
+use super::progress;
+
+/// Unpack an image into a flattened rootfs directory.
+///
+/// IMAGE is an OCI image layout (directory or tar archive) or a `docker save` archive
+/// (any Docker version). Layers are applied in order with every digest checked; the
+/// rootfs is built in a staging directory beside DIR and renamed into place only when
+/// the whole image applied, so DIR never holds a half-unpacked image.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  strata unpack alpine.tar --to /tmp/alpine-rootfs\n  strata unpack --ref app:v2 --platform linux/arm64 ./oci-layout --to rootfs"
+)]
+pub struct UnpackArgs {
+    /// Which image of the source: NAME:TAG, a tag, or @sha256:<digest> (needed when the
+    /// source holds several).
+    #[arg(long = "ref", value_name = "REF")]
+    reference: Option<String>,
+    /// Platform to pick from a multi-platform image (default: this host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// Write the flattened rootfs here (must not exist, or be an empty directory).
+    #[arg(long, value_name = "DIR")]
+    to: Option<PathBuf>,
+    /// Print a JSON report on stdout.
+    #[arg(long)]
+    json: bool,
+    /// The image: an OCI layout directory or archive, or a docker-save archive.
+    image: PathBuf,
+}
+
+pub fn run(args: UnpackArgs) -> anyhow::Result<()> {
+    let selector = Selector {
+        reference: args.reference.clone(),
+        explicit_platform: args.platform.is_some(),
+        platform: args.platform.clone().unwrap_or_else(Platform::host),
+    };
+    let Some(to) = &args.to else {
+        bail!("unpacking into the snapshot store is not available yet; use --to DIR for a flattened rootfs");
+    };
+    let image = Image::open(&args.image, &selector)?;
+    let started = Instant::now();
+    let staging = staging_dir(to)?;
+    let result = apply_all(&image, &staging, args.json);
+    let layers = match result {
+        Ok(layers) => layers,
+        Err(err) => {
+            if let Err(cleanup) = std::fs::remove_dir_all(&staging) {
+                return Err(
+                    err.context(format!("also failed to remove the staging dir {}: {cleanup}", staging.display()))
+                );
+            }
+            return Err(err);
+        }
+    };
+    std::fs::rename(&staging, to).with_context(|| format!("moving the unpacked rootfs into {}", to.display()))?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let bytes: u64 = layers.iter().map(|l| l.uncompressed_bytes).sum();
+    let mut out = io::stdout().lock();
+    if args.json {
+        let layers: Vec<_> = layers
+            .iter()
+            .zip(&image.layers)
+            .map(|(r, l)| {
+                json!({"diff_id": l.diff_id.to_string(), "digest": r.digest.to_string(), "compression": r.compression.name(),
+                       "uncompressed_bytes": r.uncompressed_bytes, "entries": r.entries, "elapsed_seconds": r.elapsed.as_secs_f64()})
+            })
+            .collect();
+        let report = json!({
+            "image": image.name, "format": image.format.to_string(), "platform": image.platform.to_string(),
+            "config_digest": image.config_digest.to_string(),
+            "manifest_digest": image.manifest_digest.as_ref().map(ToString::to_string),
+            "to": to.display().to_string(), "layers": layers, "uncompressed_bytes": bytes, "elapsed_seconds": elapsed,
+        });
+        writeln!(out, "{report}")?;
+    } else {
+        writeln!(
+            out,
+            "unpacked {} ({}, {}, {} layers, {:.1} MB) to {} in {:.2} s ({:.0} MB/s)",
+            image.name,
+            image.format,
+            image.platform,
+            image.layers.len(),
+            bytes as f64 / 1e6,
+            to.display(),
+            elapsed,
+            bytes as f64 / 1e6 / elapsed.max(1e-9),
+        )?;
+    }
+    Ok(())
+}
+
+/// A fresh staging dir beside `to`, after checking `to` can be created.
+fn staging_dir(to: &Path) -> anyhow::Result<PathBuf> {
+    match std::fs::read_dir(to) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                bail!("{} is not empty; unpack needs a new or empty directory", to.display());
+            }
+            std::fs::remove_dir(to).with_context(|| format!("replacing the empty directory {}", to.display()))?;
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("checking {}", to.display())),
+    }
+    let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "rootfs".into());
+    let staging = parent.join(format!(".{name}.strata-partial-{}", std::process::id()));
+    std::fs::create_dir(&staging).with_context(|| format!("creating the staging dir {}", staging.display()))?;
+    Ok(staging)
+}
+
+fn apply_all(image: &Image, staging: &Path, quiet: bool) -> anyhow::Result<Vec<strata_core::ApplyReport>> {
+    let total = image.layers.len();
+    let mut reports = Vec::with_capacity(total);
+    for layer in &image.layers {
+        let n = layer.index + 1;
+        let what = || format!("layer {n}/{total} ({}) of {}", layer.diff_id, image.name);
+        let mut builder = ApplyBuilder::new(Mode::Flat).expect_diff_id(layer.diff_id.clone());
+        if let Some(digest) = &layer.digest {
+            builder = builder.expect_digest(digest.clone());
+        }
+        let blob = image.open_layer(layer).with_context(what)?;
+        let input = progress::reader(blob, Some(layer.size), &format!("layer {n}/{total}"));
+        let bar = input.handle();
+        let applied = builder.build()?.apply(input, staging);
+        if let Some(bar) = bar {
+            bar.finish_and_clear();
+        }
+        let report = applied.with_context(what)?;
+        if !quiet {
+            eprintln!(
+                "layer {n}/{total} {} ({}) {:.1} MB, {} entries, {:.2} s",
+                layer.diff_id,
+                report.compression,
+                report.uncompressed_bytes as f64 / 1e6,
+                report.entries,
+                report.elapsed.as_secs_f64()
+            );
+        }
+        for warning in &report.warnings {
+            eprintln!("strata: warning: layer {n}/{total}: {warning}");
+        }
+        reports.push(report);
+    }
+    Ok(reports)
+}

@@ -171,6 +171,7 @@ fn several_images_need_a_reference() {
 fn assert_refused(image: &Path, extra: &[&str], want: &[&str]) {
     let (out, dir) = unpack(image, extra);
     let stderr = String::from_utf8_lossy(&out.stderr);
+    eprintln!("refused as expected: {stderr}");
     assert_eq!(out.status.code(), Some(1), "{}: {stderr}", image.display());
     for w in want {
         assert!(stderr.contains(w), "{}: {stderr:?} lacks {w:?}", image.display());

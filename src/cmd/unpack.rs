@@ -124,7 +124,7 @@ fn apply_all(image: &Image, staging: &Path, quiet: bool) -> anyhow::Result<Vec<s
     let mut reports = Vec::with_capacity(total);
     for layer in &image.layers {
         let n = layer.index + 1;
-        let what = || format!("layer {n}/{total} ({}) of {}", layer.diff_id, image.name);
+        let what = || format!("layer {n}/{total} ({}) of {} ({})", layer.diff_id, image.name, image.source_path().display());
         let mut builder = ApplyBuilder::new(Mode::Flat).expect_diff_id(layer.diff_id.clone());
         if let Some(digest) = &layer.digest {
             builder = builder.expect_digest(digest.clone());

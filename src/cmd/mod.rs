@@ -1,7 +1,10 @@
 //! Subcommands.
 
 mod apply;
+mod images;
 mod progress;
+mod snapshots;
+mod store;
 mod unpack;
 
 /// What strata can do.
@@ -9,8 +12,16 @@ mod unpack;
 pub enum Command {
     /// Apply one layer (tar, tar.gz, tar.zst) to a directory, flat or in overlayfs form.
     Apply(apply::ApplyArgs),
-    /// Unpack an image (OCI layout or docker-save archive) into a flattened rootfs.
+    /// Unpack an image (OCI layout or docker-save archive) into the store or a rootfs.
     Unpack(unpack::UnpackArgs),
+    /// List the images in the store.
+    Images(images::ImagesArgs),
+    /// Forget an image (its layers stay until gc).
+    Rmi(images::RmiArgs),
+    /// Inspect and remove snapshots.
+    Snapshots(snapshots::SnapshotsArgs),
+    /// Remove layer snapshots nothing uses.
+    Gc(images::GcArgs),
 }
 
 impl Command {
@@ -19,6 +30,10 @@ impl Command {
         match self {
             Command::Apply(args) => apply::run(args),
             Command::Unpack(args) => unpack::run(args),
+            Command::Images(args) => images::list(args),
+            Command::Rmi(args) => images::rmi(args),
+            Command::Snapshots(args) => snapshots::run(args),
+            Command::Gc(args) => images::gc(args),
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::io::{self, IsTerminal, Read};
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressFinish, ProgressStyle};
 
 /// Wraps `inner` so reading it advances a bar of `total` bytes (a spinner when unknown).
 pub fn reader<R: Read>(inner: R, total: Option<u64>, label: &str) -> ProgressReader<R> {
@@ -22,7 +22,8 @@ pub fn reader<R: Read>(inner: R, total: Option<u64>, label: &str) -> ProgressRea
         ),
     };
     bar.set_message(label.to_owned());
-    ProgressReader { inner, bar: Some(bar) }
+    // Cleared when the reader is dropped, so results print on a clean line.
+    ProgressReader { inner, bar: Some(bar.with_finish(ProgressFinish::AndClear)) }
 }
 
 /// A reader that reports how far it got.

@@ -6,17 +6,25 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
+use strata_core::store::{ImageRecord, LayerEvent, LayerSpec};
 use strata_core::{ApplyBuilder, Mode};
 use strata_image::{Image, Platform, Selector};
 
 use super::progress;
+use super::store::RootArgs;
 
-/// Unpack an image into a flattened rootfs directory.
+/// Unpack an image into the snapshot store, or with --to into a flattened rootfs.
 ///
 /// IMAGE is an OCI image layout (directory or tar archive) or a `docker save` archive
-/// (any Docker version). Layers are applied in order with every digest checked; the
-/// rootfs is built in a staging directory beside DIR and renamed into place only when
-/// the whole image applied, so DIR never holds a half-unpacked image.
+/// (any Docker version). Every digest is checked.
+///
+/// Into the store (default): each layer becomes a committed snapshot keyed by its
+/// ChainID, so layers shared between images are unpacked once; the image is recorded
+/// under --name (default: its reference). A crash or a bad layer never leaves a partial
+/// snapshot visible.
+///
+/// With --to DIR: the rootfs is built in a staging directory beside DIR and renamed
+/// into place only when the whole image applied (what `umoci unpack` gives).
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Examples:\n  strata unpack alpine.tar --to /tmp/alpine-rootfs\n  strata unpack --ref app:v2 --platform linux/arm64 ./oci-layout --to rootfs"
@@ -29,9 +37,17 @@ pub struct UnpackArgs {
     /// Platform to pick from a multi-platform image (default: this host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
-    /// Write the flattened rootfs here (must not exist, or be an empty directory).
+    /// Write a flattened rootfs here instead (must not exist, or be an empty directory).
     #[arg(long, value_name = "DIR")]
     to: Option<PathBuf>,
+    /// Record the image in the store under this name (default: its reference).
+    #[arg(long, value_name = "NAME", conflicts_with = "to")]
+    name: Option<String>,
+    /// Write rootless overlay form (`user.overlay.opaque`) for `userxattr` mounts.
+    #[arg(long)]
+    userxattr: bool,
+    #[command(flatten)]
+    root: RootArgs,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
@@ -45,10 +61,10 @@ pub fn run(args: UnpackArgs) -> anyhow::Result<()> {
         explicit_platform: args.platform.is_some(),
         platform: args.platform.clone().unwrap_or_else(Platform::host),
     };
-    let Some(to) = &args.to else {
-        bail!("unpacking into the snapshot store is not available yet; use --to DIR for a flattened rootfs");
-    };
     let image = Image::open(&args.image, &selector)?;
+    let Some(to) = &args.to else {
+        return unpack_into_store(&args, &image);
+    };
     let started = Instant::now();
     let staging = staging_dir(to)?;
     let result = apply_all(&image, &staging, args.json);
@@ -124,7 +140,8 @@ fn apply_all(image: &Image, staging: &Path, quiet: bool) -> anyhow::Result<Vec<s
     let mut reports = Vec::with_capacity(total);
     for layer in &image.layers {
         let n = layer.index + 1;
-        let what = || format!("layer {n}/{total} ({}) of {} ({})", layer.diff_id, image.name, image.source_path().display());
+        let what =
+            || format!("layer {n}/{total} ({}) of {} ({})", layer.diff_id, image.name, image.source_path().display());
         let mut builder = ApplyBuilder::new(Mode::Flat).expect_diff_id(layer.diff_id.clone());
         if let Some(digest) = &layer.digest {
             builder = builder.expect_digest(digest.clone());
@@ -153,4 +170,86 @@ fn apply_all(image: &Image, staging: &Path, quiet: bool) -> anyhow::Result<Vec<s
         reports.push(report);
     }
     Ok(reports)
+}
+
+fn unpack_into_store(args: &UnpackArgs, image: &Image) -> anyhow::Result<()> {
+    let store = args.root.open()?;
+    let started = Instant::now();
+    let total = image.layers.len();
+    let specs: Vec<LayerSpec<'_>> = image
+        .layers
+        .iter()
+        .map(|layer| LayerSpec {
+            diff_id: layer.diff_id.clone(),
+            digest: layer.digest.clone(),
+            open: Box::new(move || {
+                let blob = image.open_layer(layer).map_err(io::Error::other)?;
+                let label = format!("layer {}/{total}", layer.index + 1);
+                Ok(Box::new(progress::reader(blob, Some(layer.size), &label)) as Box<dyn io::Read + Send>)
+            }),
+        })
+        .collect();
+    let quiet = args.json;
+    let on_event = |event: LayerEvent<'_>| {
+        if quiet {
+            return;
+        }
+        match event {
+            LayerEvent::Reused { index, chain } => eprintln!("layer {}/{total} {chain} reused", index + 1),
+            LayerEvent::Started { .. } => {}
+            LayerEvent::Committed { index, chain, report } => eprintln!(
+                "layer {}/{total} {chain} unpacked ({}) {:.1} MB, {} entries, {:.2} s ({:.0} MB/s)",
+                index + 1,
+                report.compression,
+                report.uncompressed_bytes as f64 / 1e6,
+                report.entries,
+                report.elapsed.as_secs_f64(),
+                report.megabytes_per_second()
+            ),
+        }
+    };
+    let outcome = store.unpack(&specs, args.userxattr, &on_event).with_context(|| {
+        format!("unpacking {} ({}) into {}", image.name, image.source_path().display(), store.root().display())
+    })?;
+    let name = args.name.clone().unwrap_or_else(|| image.name.clone());
+    let top = outcome.chains.last().map(ToString::to_string);
+    store.record_image(&ImageRecord {
+        name: name.clone(),
+        manifest_digest: image.manifest_digest.as_ref().map(ToString::to_string),
+        config_digest: image.config_digest.to_string(),
+        top_chain: top.clone(),
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+    })?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let unpacked: Vec<_> = outcome.reports.iter().flatten().collect();
+    let bytes: u64 = unpacked.iter().map(|r| r.uncompressed_bytes).sum();
+    let mut out = io::stdout().lock();
+    if args.json {
+        let layers: Vec<_> = outcome
+            .chains
+            .iter()
+            .zip(&outcome.reports)
+            .zip(&image.layers)
+            .map(|((chain, report), layer)| {
+                json!({"chain_id": chain.to_string(), "diff_id": layer.diff_id.to_string(), "reused": report.is_none(),
+                       "uncompressed_bytes": report.as_ref().map(|r| r.uncompressed_bytes),
+                       "elapsed_seconds": report.as_ref().map(|r| r.elapsed.as_secs_f64())})
+            })
+            .collect();
+        let report = json!({"name": name, "image": image.name, "platform": image.platform.to_string(),
+            "config_digest": image.config_digest.to_string(), "top_chain": top, "layers": layers,
+            "uncompressed_bytes": bytes, "elapsed_seconds": elapsed, "root": store.root().display().to_string()});
+        writeln!(out, "{report}")?;
+    } else {
+        writeln!(
+            out,
+            "unpacked {name}: {total} layers ({} reused), {:.1} MB in {:.2} s ({:.0} MB/s); top chain {}",
+            total - unpacked.len(),
+            bytes as f64 / 1e6,
+            elapsed,
+            bytes as f64 / 1e6 / elapsed.max(1e-9),
+            top.as_deref().unwrap_or("(none: no layers)")
+        )?;
+    }
+    Ok(())
 }

@@ -81,6 +81,52 @@ pub enum Error {
     #[error("invalid digest {0:?}: expected sha256:<64 lower-case hex digits>")]
     InvalidDigest(String),
 
+    /// The snapshot store's database failed.
+    #[error("snapshot store database ({op})")]
+    Db {
+        /// What the store was doing.
+        op: &'static str,
+        /// What SQLite said.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A snapshot or image the caller named does not exist.
+    #[error("{what} {key:?} does not exist")]
+    NotFound {
+        /// `snapshot` or `image`.
+        what: &'static str,
+        /// The key or name.
+        key: String,
+    },
+
+    /// A layer of an unpack failed; nothing of it became visible.
+    #[error("layer {index}/{total} ({diff_id})")]
+    Layer {
+        /// 1-based position, bottom first.
+        index: usize,
+        /// Layers in the image.
+        total: usize,
+        /// The layer's diff_id.
+        diff_id: String,
+        /// What went wrong.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// A snapshot key is taken.
+    #[error("snapshot {0:?} already exists")]
+    AlreadyExists(String),
+
+    /// The operation does not fit the snapshot's state.
+    #[error("snapshot {key:?}: {reason}")]
+    Snapshot {
+        /// The snapshot key.
+        key: String,
+        /// Why the operation is refused.
+        reason: String,
+    },
+
     /// Options given to a builder do not fit together.
     #[error("invalid options: {0}")]
     Options(String),

@@ -41,6 +41,7 @@ mod apply;
 mod digest;
 mod error;
 pub mod path;
+pub mod store;
 mod stream;
 pub mod sys;
 pub mod tar;

@@ -340,12 +340,14 @@ pub fn is_errno(e: &io::Error, code: Errno) -> bool {
 
 pub use rustix::io::Errno as Code;
 
-/// Flushes the filesystem holding `fd` (one `syncfs` instead of an fsync per file).
+/// Flushes the filesystem holding `path` (one `syncfs` instead of an fsync per file;
+/// containerd measured per-file fsync 16x slower).
 ///
 /// # Errors
 /// What the kernel says.
-pub fn sync_filesystem(fd: BorrowedFd<'_>) -> io::Result<()> {
-    rustix::fs::syncfs(fd).map_err(errno)
+pub fn sync_filesystem(path: &std::path::Path) -> io::Result<()> {
+    let dir = File::open(path)?;
+    rustix::fs::syncfs(&dir).map_err(errno)
 }
 
 /// Marker re-exported for callers that match on `file_type`.

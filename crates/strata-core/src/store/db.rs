@@ -1,0 +1,167 @@
+//! The metadata database: SQLite through rusqlite.
+//!
+//! Why SQLite rather than redb: the store is shared by several processes at once (every
+//! `strata` invocation, plus an embedding runtime). redb allows one process per database
+//! file; SQLite's WAL mode gives multi-process ACID transactions with a busy timeout, and
+//! `BEGIN IMMEDIATE` serialises the few check-then-write steps (commit a layer, clean up)
+//! across processes without a lock of our own. It is the most deployed embedded database
+//! there is, and `bundled` builds it from source, so no system library is needed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use super::model::{ImageRecord, Info, Kind};
+use crate::error::{Error, Result};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS snapshots (
+    key TEXT PRIMARY KEY,
+    dir TEXT NOT NULL UNIQUE,
+    parent TEXT REFERENCES snapshots(key),
+    kind TEXT NOT NULL,
+    root_opaque INTEGER NOT NULL DEFAULT 0,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS labels (
+    key TEXT NOT NULL REFERENCES snapshots(key) ON DELETE CASCADE ON UPDATE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (key, name)
+);
+CREATE TABLE IF NOT EXISTS images (
+    name TEXT PRIMARY KEY,
+    manifest_digest TEXT,
+    config_digest TEXT NOT NULL,
+    top_chain TEXT REFERENCES snapshots(key),
+    created INTEGER NOT NULL
+);
+";
+
+pub(crate) fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
+    move |source| Error::Db { op, source }
+}
+
+/// Opens (creating) the database with WAL, full sync and a generous busy timeout.
+pub(crate) fn open(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(err("open"))?;
+    conn.busy_timeout(Duration::from_secs(120)).map_err(err("set busy timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(err("enable WAL"))?;
+    conn.pragma_update(None, "synchronous", "FULL").map_err(err("set synchronous"))?;
+    conn.pragma_update(None, "foreign_keys", "ON").map_err(err("enable foreign keys"))?;
+    conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+    Ok(conn)
+}
+
+/// A row of `snapshots`, with the dir name.
+#[derive(Debug, Clone)]
+pub(crate) struct Row {
+    pub info: Info,
+    pub dir: String,
+}
+
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+pub(crate) fn get(tx: &Connection, key: &str) -> Result<Option<Row>> {
+    let row = tx
+        .query_row(
+            "SELECT key, dir, parent, kind, root_opaque, created, updated FROM snapshots WHERE key = ?1",
+            params![key],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, bool>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, i64>(6)?,
+                ))
+            },
+        )
+        .optional()
+        .map_err(err("read snapshot"))?;
+    let Some((key, dir, parent, kind, root_opaque, created, updated)) = row else {
+        return Ok(None);
+    };
+    let labels = labels(tx, &key)?;
+    let kind = Kind::parse(&kind).unwrap_or(Kind::Committed);
+    Ok(Some(Row { info: Info { key, parent, kind, labels, created, updated, root_opaque }, dir }))
+}
+
+fn labels(tx: &Connection, key: &str) -> Result<BTreeMap<String, String>> {
+    let mut stmt = tx.prepare("SELECT name, value FROM labels WHERE key = ?1").map_err(err("read labels"))?;
+    let rows = stmt
+        .query_map(params![key], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(err("read labels"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("read labels"))
+}
+
+pub(crate) fn insert(tx: &Transaction<'_>, info: &Info, dir: &str) -> Result<()> {
+    tx.execute(
+        "INSERT INTO snapshots (key, dir, parent, kind, root_opaque, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![info.key, dir, info.parent, info.kind.as_str(), info.root_opaque, info.created, info.updated],
+    )
+    .map_err(err("insert snapshot"))?;
+    set_labels(tx, &info.key, &info.labels)
+}
+
+pub(crate) fn set_labels(tx: &Transaction<'_>, key: &str, labels: &BTreeMap<String, String>) -> Result<()> {
+    tx.execute("DELETE FROM labels WHERE key = ?1", params![key]).map_err(err("write labels"))?;
+    for (name, value) in labels {
+        tx.execute("INSERT INTO labels (key, name, value) VALUES (?1, ?2, ?3)", params![key, name, value])
+            .map_err(err("write labels"))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn all_keys(tx: &Connection) -> Result<Vec<String>> {
+    let mut stmt = tx.prepare("SELECT key FROM snapshots ORDER BY created, key").map_err(err("list snapshots"))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err("list snapshots"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("list snapshots"))
+}
+
+pub(crate) fn all_dirs(tx: &Connection) -> Result<Vec<String>> {
+    let mut stmt = tx.prepare("SELECT dir FROM snapshots").map_err(err("list snapshot dirs"))?;
+    let rows = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(err("list snapshot dirs"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("list snapshot dirs"))
+}
+
+pub(crate) fn children(tx: &Connection, key: &str) -> Result<Vec<String>> {
+    let mut stmt = tx.prepare("SELECT key FROM snapshots WHERE parent = ?1").map_err(err("list children"))?;
+    let rows = stmt.query_map(params![key], |r| r.get::<_, String>(0)).map_err(err("list children"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("list children"))
+}
+
+pub(crate) fn put_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO images (name, manifest_digest, config_digest, top_chain, created) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT(name) DO UPDATE SET manifest_digest = ?2, config_digest = ?3, top_chain = ?4, created = ?5",
+        params![image.name, image.manifest_digest, image.config_digest, image.top_chain, image.created],
+    )
+    .map_err(err("record image"))?;
+    Ok(())
+}
+
+pub(crate) fn images(tx: &Connection) -> Result<Vec<ImageRecord>> {
+    let mut stmt = tx
+        .prepare("SELECT name, manifest_digest, config_digest, top_chain, created FROM images ORDER BY name")
+        .map_err(err("list images"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(ImageRecord {
+                name: r.get(0)?,
+                manifest_digest: r.get(1)?,
+                config_digest: r.get(2)?,
+                top_chain: r.get(3)?,
+                created: r.get(4)?,
+            })
+        })
+        .map_err(err("list images"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("list images"))
+}

@@ -1,0 +1,413 @@
+//! The snapshot store: the containerd snapshotter model on a directory.
+//!
+//! ```text
+//! <root>/                  0700
+//!   metadata.db            SQLite (WAL): snapshots, labels, images
+//!   snapshots/<dir>/fs     a snapshot's tree (committed layer, or active upper dir)
+//!   snapshots/<dir>/work   overlayfs work dir (active snapshots)
+//!   staging/<token>/       layers being unpacked, each flock'ed by its owner
+//! ```
+//!
+//! Crash safety: a layer is unpacked into a staging dir, synced once (`syncfs`), renamed
+//! into `snapshots/` and recorded in one `BEGIN IMMEDIATE` transaction. A crash at any
+//! instant leaves either no snapshot or a whole one: a renamed dir whose row never
+//! committed, and a staging dir whose owner died, are removed at the next open.
+//! Removal deletes the row first, then the dir, for the same reason.
+//!
+//! Concurrency: any number of processes may use one root. SQLite serialises writers;
+//! two unpacks of the same chain both stage, the first to commit wins, the second finds
+//! the snapshot recorded and discards its staging dir (a reuse, not an error).
+
+mod db;
+mod model;
+mod staging;
+mod unpack;
+mod usage;
+
+use std::collections::{BTreeMap, HashSet};
+use std::ffi::OsStr;
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+pub use model::{ImageRecord, Info, Kind, MountSpec, Usage};
+pub use staging::Staging;
+pub use unpack::{LayerEvent, LayerSpec, UnpackOutcome};
+
+use crate::digest::Digest;
+use crate::error::{Error, Result};
+use crate::sys;
+
+/// What [`Store::cleanup`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Snapshot dirs with no record (a crash between rename and commit, or after remove).
+    pub orphan_dirs: usize,
+    /// Staging dirs whose owner died.
+    pub staging_dirs: usize,
+}
+
+/// A snapshot store rooted at a directory, shareable by processes and threads.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
+    let path = path.to_owned();
+    move |source| Error::Io { op, path, source }
+}
+
+impl Store {
+    /// Opens the store at `root` (created 0700 if missing) and removes what crashed
+    /// processes left behind.
+    ///
+    /// # Errors
+    /// The root cannot be created, or the database cannot be opened.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
+        let root = root.into();
+        std::fs::create_dir_all(&root).map_err(io("create store root", &root))?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
+            .map_err(io("chmod store root", &root))?;
+        for sub in ["snapshots", "staging"] {
+            let dir = root.join(sub);
+            std::fs::create_dir_all(&dir).map_err(io("create store dir", &dir))?;
+        }
+        let conn = db::open(&root.join("metadata.db"))?;
+        let store = Store { root, conn: Mutex::new(conn) };
+        store.cleanup()?;
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn staging_root(&self) -> PathBuf {
+        self.root.join("staging")
+    }
+
+    fn snapshots_root(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent (transactions
+        // roll back on drop), so a poisoned mutex is still usable.
+        self.conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction (this process holds the write lock
+    /// from the start, so check-then-write steps cannot interleave across processes).
+    fn write<T>(&self, op: &'static str, f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db::err(op))?;
+        let out = f(&tx)?;
+        tx.commit().map_err(db::err(op))?;
+        Ok(out)
+    }
+
+    fn row(&self, key: &str) -> Result<db::Row> {
+        db::get(&self.conn(), key)?.ok_or_else(|| Error::NotFound { what: "snapshot", key: key.to_owned() })
+    }
+
+    /// The `fs` dir of a snapshot.
+    ///
+    /// # Errors
+    /// The snapshot does not exist.
+    pub fn snapshot_dir(&self, key: &str) -> Result<PathBuf> {
+        Ok(self.snapshots_root().join(self.row(key)?.dir).join("fs"))
+    }
+
+    /// Removes orphan snapshot dirs and abandoned staging dirs.
+    ///
+    /// # Errors
+    /// A directory cannot be read or removed.
+    pub fn cleanup(&self) -> Result<Cleanup> {
+        let snapshots = self.snapshots_root();
+        let orphan_dirs = self.write("cleanup", |tx| {
+            let known: HashSet<String> = db::all_dirs(tx)?.into_iter().collect();
+            let root = sys::open_dir_path(&snapshots).map_err(io("open snapshots dir", &snapshots))?;
+            let readable = sys::open_child_dir_readable(root.as_fd(), OsStr::new(""))
+                .map_err(io("open snapshots dir", &snapshots))?;
+            let mut removed = 0;
+            for name in sys::list_dir(readable.as_fd()).map_err(io("read snapshots dir", &snapshots))? {
+                if !known.contains(name.to_string_lossy().as_ref()) {
+                    sys::remove_all(root.as_fd(), &name).map_err(io("remove orphan snapshot dir", &snapshots))?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })?;
+        let staging_dirs = staging::remove_abandoned(&self.staging_root())?;
+        Ok(Cleanup { orphan_dirs, staging_dirs })
+    }
+
+    /// A new active (writable) snapshot over committed `parent`.
+    ///
+    /// # Errors
+    /// `key` exists, or `parent` is missing or not committed.
+    pub fn prepare(&self, key: &str, parent: Option<&str>, labels: BTreeMap<String, String>) -> Result<MountSpec> {
+        self.create(key, parent, labels, Kind::Active)
+    }
+
+    /// A new read-only view of committed `parent`.
+    ///
+    /// # Errors
+    /// As [`Store::prepare`].
+    pub fn view(&self, key: &str, parent: Option<&str>, labels: BTreeMap<String, String>) -> Result<MountSpec> {
+        self.create(key, parent, labels, Kind::View)
+    }
+
+    fn create(
+        &self,
+        key: &str,
+        parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+        kind: Kind,
+    ) -> Result<MountSpec> {
+        let token = staging::unique_token();
+        let dir = self.snapshots_root().join(&token);
+        self.write("prepare snapshot", |tx| {
+            if db::get(tx, key)?.is_some() {
+                return Err(Error::AlreadyExists(key.to_owned()));
+            }
+            if let Some(parent) = parent {
+                let p =
+                    db::get(tx, parent)?.ok_or_else(|| Error::NotFound { what: "snapshot", key: parent.to_owned() })?;
+                if p.info.kind != Kind::Committed {
+                    return Err(Error::Snapshot {
+                        key: parent.to_owned(),
+                        reason: format!("is {}, a parent must be committed", p.info.kind),
+                    });
+                }
+            }
+            for sub in ["fs", "work"] {
+                std::fs::create_dir_all(dir.join(sub)).map_err(io("create snapshot dir", &dir))?;
+            }
+            let now = db::now();
+            let info = Info {
+                key: key.to_owned(),
+                parent: parent.map(str::to_owned),
+                kind,
+                labels,
+                created: now,
+                updated: now,
+                root_opaque: false,
+            };
+            db::insert(tx, &info, &token)
+        })?;
+        self.mounts(key)
+    }
+
+    /// Commits active snapshot `key` as committed snapshot `name`.
+    ///
+    /// # Errors
+    /// `key` is missing or not active, or `name` exists.
+    pub fn commit(&self, name: &str, key: &str) -> Result<()> {
+        let fs = self.snapshot_dir(key)?;
+        sys::sync_filesystem(&fs).map_err(io("syncfs", &fs))?;
+        self.write("commit snapshot", |tx| {
+            let row = db::get(tx, key)?.ok_or_else(|| Error::NotFound { what: "snapshot", key: key.to_owned() })?;
+            if row.info.kind != Kind::Active {
+                return Err(Error::Snapshot {
+                    key: key.to_owned(),
+                    reason: format!("is {}, only active snapshots commit", row.info.kind),
+                });
+            }
+            if db::get(tx, name)?.is_some() {
+                return Err(Error::AlreadyExists(name.to_owned()));
+            }
+            tx.execute(
+                "UPDATE snapshots SET key = ?1, kind = 'committed', updated = ?2 WHERE key = ?3",
+                rusqlite::params![name, db::now(), key],
+            )
+            .map_err(db::err("commit snapshot"))?;
+            Ok(())
+        })
+    }
+
+    /// Removes snapshot `key` and its dir.
+    ///
+    /// # Errors
+    /// It is missing, has children, or is the top layer of a recorded image.
+    pub fn remove(&self, key: &str) -> Result<()> {
+        let dir = self.write("remove snapshot", |tx| {
+            let row = db::get(tx, key)?.ok_or_else(|| Error::NotFound { what: "snapshot", key: key.to_owned() })?;
+            let children = db::children(tx, key)?;
+            if !children.is_empty() {
+                return Err(Error::Snapshot {
+                    key: key.to_owned(),
+                    reason: format!("has {} child snapshot(s), e.g. {:?}", children.len(), children[0]),
+                });
+            }
+            if let Some(image) = db::images(tx)?.into_iter().find(|i| i.top_chain.as_deref() == Some(key)) {
+                return Err(Error::Snapshot {
+                    key: key.to_owned(),
+                    reason: format!("is the top layer of image {:?}; remove the image first", image.name),
+                });
+            }
+            tx.execute("DELETE FROM snapshots WHERE key = ?1", rusqlite::params![key])
+                .map_err(db::err("remove snapshot"))?;
+            Ok(row.dir)
+        })?;
+        // After the commit: a crash here leaves an orphan dir, removed at the next open.
+        let path = self.snapshots_root().join(dir);
+        std::fs::remove_dir_all(&path).map_err(io("remove snapshot dir", &path))
+    }
+
+    /// Snapshot metadata.
+    ///
+    /// # Errors
+    /// It does not exist.
+    pub fn stat(&self, key: &str) -> Result<Info> {
+        Ok(self.row(key)?.info)
+    }
+
+    /// Replaces a snapshot's labels.
+    ///
+    /// # Errors
+    /// It does not exist.
+    pub fn update(&self, key: &str, labels: BTreeMap<String, String>) -> Result<Info> {
+        self.write("update labels", |tx| {
+            if db::get(tx, key)?.is_none() {
+                return Err(Error::NotFound { what: "snapshot", key: key.to_owned() });
+            }
+            db::set_labels(tx, key, &labels)?;
+            tx.execute("UPDATE snapshots SET updated = ?1 WHERE key = ?2", rusqlite::params![db::now(), key])
+                .map_err(db::err("update labels"))?;
+            Ok(())
+        })?;
+        self.stat(key)
+    }
+
+    /// Disk use of a snapshot's own dir.
+    ///
+    /// # Errors
+    /// It does not exist, or its tree cannot be read.
+    pub fn usage(&self, key: &str) -> Result<Usage> {
+        let fs = self.snapshot_dir(key)?;
+        usage::of(&fs).map_err(io("measure usage", &fs))
+    }
+
+    /// Every snapshot, oldest first.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn walk(&self) -> Result<Vec<Info>> {
+        let conn = self.conn();
+        db::all_keys(&conn)?.iter().filter_map(|k| db::get(&conn, k).transpose()).map(|r| r.map(|r| r.info)).collect()
+    }
+
+    /// How to mount snapshot `key`.
+    ///
+    /// # Errors
+    /// It or one of its parents does not exist.
+    pub fn mounts(&self, key: &str) -> Result<MountSpec> {
+        let row = self.row(key)?;
+        let own = self.snapshots_root().join(&row.dir);
+        let mut lowers = Vec::new();
+        if row.info.kind == Kind::Committed {
+            lowers.push(own.join("fs"));
+        }
+        let mut stop = row.info.kind == Kind::Committed && row.info.root_opaque;
+        let mut next = row.info.parent.clone();
+        while let (Some(parent), false) = (next, stop) {
+            let p = self.row(&parent)?;
+            lowers.push(self.snapshots_root().join(&p.dir).join("fs"));
+            // overlayfs ignores a layer root's opaque xattr: stop the stack here instead.
+            stop = p.info.root_opaque;
+            next = p.info.parent;
+        }
+        Ok(match row.info.kind {
+            Kind::Active => {
+                MountSpec { lowers, upper: Some(own.join("fs")), work: Some(own.join("work")), read_only: false }
+            }
+            Kind::View | Kind::Committed => MountSpec { lowers, upper: None, work: None, read_only: true },
+        })
+    }
+
+    /// Records (or re-points) image `record.name`.
+    ///
+    /// # Errors
+    /// Its top chain is not a snapshot.
+    pub fn record_image(&self, record: &ImageRecord) -> Result<()> {
+        self.write("record image", |tx| db::put_image(tx, record))
+    }
+
+    /// Every recorded image.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        db::images(&self.conn())
+    }
+
+    /// Forgets image `name` (its layers stay until [`Store::gc`]).
+    ///
+    /// # Errors
+    /// No such image.
+    pub fn remove_image(&self, name: &str) -> Result<()> {
+        self.write("remove image", |tx| {
+            let n = tx
+                .execute("DELETE FROM images WHERE name = ?1", rusqlite::params![name])
+                .map_err(db::err("remove image"))?;
+            if n == 0 {
+                return Err(Error::NotFound { what: "image", key: name.to_owned() });
+            }
+            Ok(())
+        })
+    }
+
+    /// Removes committed snapshots no image and no active or view snapshot uses; returns
+    /// their keys, children before parents.
+    ///
+    /// # Errors
+    /// The database or a dir cannot be read or removed.
+    pub fn gc(&self) -> Result<Vec<String>> {
+        let all = self.walk()?;
+        let by_key: BTreeMap<&str, &Info> = all.iter().map(|i| (i.key.as_str(), i)).collect();
+        let mut live: HashSet<&str> = HashSet::new();
+        let roots = self.images()?.into_iter().filter_map(|i| i.top_chain).collect::<Vec<_>>();
+        let mut stack: Vec<&str> = roots.iter().map(String::as_str).collect();
+        stack.extend(all.iter().filter(|i| i.kind != Kind::Committed).map(|i| i.key.as_str()));
+        while let Some(key) = stack.pop() {
+            if live.insert(key) {
+                if let Some(parent) = by_key.get(key).and_then(|i| i.parent.as_deref()) {
+                    stack.push(parent);
+                }
+            }
+        }
+        let mut dead: Vec<&Info> = all.iter().filter(|i| !live.contains(i.key.as_str())).collect();
+        // Children first: deeper chains go before their parents.
+        let depth = |i: &Info| {
+            let mut d = 0;
+            let mut p = i.parent.as_deref();
+            while let Some(k) = p {
+                d += 1;
+                p = by_key.get(k).and_then(|i| i.parent.as_deref());
+            }
+            d
+        };
+        dead.sort_by_key(|i| std::cmp::Reverse(depth(i)));
+        let mut removed = Vec::new();
+        for info in dead {
+            self.remove(&info.key)?;
+            removed.push(info.key.clone());
+        }
+        Ok(removed)
+    }
+
+    /// Whether a committed snapshot exists for `chain`.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn has_chain(&self, chain: &Digest) -> Result<bool> {
+        Ok(db::get(&self.conn(), &chain.to_string())?.is_some())
+    }
+}

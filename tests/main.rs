@@ -10,3 +10,4 @@ mod mutation;
 mod overlay_form;
 mod privileged;
 mod semantics;
+mod store;

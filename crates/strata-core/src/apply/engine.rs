@@ -596,6 +596,9 @@ impl<'a> Engine<'a> {
                 if let Some((uid, gid)) = owner {
                     sys::chown_nofollow(dir, name, uid, gid).map_err(|e| self.io("fchownat (whiteout)", e))?;
                 }
+                // The header's times, so the same layer always gives the same tree.
+                sys::set_times_nofollow(dir, name, entry.atime.unwrap_or(entry.mtime), entry.mtime)
+                    .map_err(|e| self.io("utimensat (whiteout)", e))?;
                 self.whiteouts.insert(p.clone());
             }
             Mode::Flat => {

@@ -50,6 +50,14 @@ impl Staging {
         Ok(Staging { path, token, _lock: lock })
     }
 
+    /// A staging dir in `store`'s staging area (for callers that stage by hand).
+    ///
+    /// # Errors
+    /// The dir cannot be created or locked.
+    pub fn create_in(store: &super::Store) -> Result<Staging> {
+        Staging::create(&store.root().join("staging"))
+    }
+
     /// The layer dir.
     pub fn fs(&self) -> PathBuf {
         self.path.join("fs")

@@ -134,3 +134,58 @@ fn overlay_form_needs_an_empty_target() {
     let err = apply_overlay(&layer(&[]), dir.path(), &[]).expect_err("not empty").to_string();
     assert!(err.contains("overlay form needs an empty target"), "{err}");
 }
+
+/// A layer applied with `defer_lower` and finished by `resolve_deferred` once its
+/// parents exist equals the same layer applied sequentially with its parents: this is
+/// what makes parallel unpack exact.
+#[test]
+fn deferred_apply_then_resolve_equals_sequential_apply() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let layers = [
+        layer(&[
+            e(Entry::dir("tmp", 0o1777).owner(5, 6).mtime(1_500_000_000, 77).xattr("user.k", b"v")),
+            e(Entry::dir("usr/bin", 0o750).mtime(1_400_000_000, 1)),
+            (Entry::file("usr/bin/su", 0o4755).owner(0, 9).xattr("user.a", b"b"), b"su"),
+            (Entry::file("usr/bin/old", 0o644), b"old"),
+            e(Entry::symlink("usr/bin/sl", "su")),
+        ]),
+        layer(&[
+            (Entry::file("tmp/x", 0o644), b"x"),
+            e(Entry::hardlink("usr/bin/su-again", "usr/bin/su")),
+            e(Entry::hardlink("usr/bin/su-third", "usr/bin/su")),
+            e(Entry::hardlink("opt/deep/link", "usr/bin/sl")),
+            // A later entry takes the link target's path: the link keeps the lower copy.
+            e(Entry::hardlink("keep-old", "usr/bin/old")),
+            (Entry::file("usr/bin/old", 0o600), b"new"),
+            e(Entry::dir("usr", 0o711)),
+        ]),
+    ];
+    let seq1 = dir.path().join("seq1");
+    apply_overlay(&layers[0], &seq1, &[]).expect("base");
+    let seq2 = dir.path().join("seq2");
+    apply_overlay(&layers[1], &seq2, &[&seq1]).expect("sequential");
+
+    let def2 = dir.path().join("def2");
+    let applier = ApplyBuilder::new(Mode::Overlay).defer_lower(true).build().expect("opts");
+    let report = applier.apply(&layers[1][..], &def2).expect("deferred apply");
+    assert_eq!(report.deferred.links.len(), 4);
+    assert!(report.deferred.implied_dirs.iter().any(|d| d.display() == "tmp"));
+    applier.resolve_deferred(&def2, &[seq1.clone()], &report.deferred).expect("resolve");
+
+    let (mut a, mut b) = (Tree::of(&seq2), Tree::of(&def2));
+    a.0.remove("");
+    b.0.remove("");
+    let diff = a.diff(&b);
+    assert!(diff.is_empty(), "deferred apply differs from sequential:\n{}", diff.join("\n"));
+    assert_eq!(a.get("keep-old").content, crate::util::tree::content_of(b"old"));
+}
+
+#[test]
+fn deferred_link_with_no_target_anywhere_is_an_error_at_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let applier = ApplyBuilder::new(Mode::Overlay).defer_lower(true).build().expect("opts");
+    let out = dir.path().join("l");
+    let report = applier.apply(&layer(&[e(Entry::hardlink("h", "nowhere"))])[..], &out).expect("apply");
+    let err = applier.resolve_deferred(&out, &[], &report.deferred).expect_err("no target").to_string();
+    assert!(err.contains("hardlink target nowhere not found"), "{err}");
+}

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strata::core::store::{Kind, LayerSpec, Store};
+use strata::core::store::{Kind, LayerSpec, Store, UnpackOptions};
 use strata::core::tar::Entry;
 use strata::core::{Digest, Error};
 
@@ -26,6 +26,10 @@ fn specs(blobs: &[Blob]) -> Vec<LayerSpec<'_>> {
             open: Box::new(move || Ok(Box::new(std::io::Cursor::new(b.blob.clone())) as Box<dyn std::io::Read + Send>)),
         })
         .collect()
+}
+
+fn seq() -> UnpackOptions {
+    UnpackOptions { jobs: 1, userxattr: false }
 }
 
 fn three_layers() -> Vec<Blob> {
@@ -48,7 +52,7 @@ fn three_layers() -> Vec<Blob> {
 fn snapshotter_api_round_trip() {
     let root = tempfile::tempdir().expect("tempdir");
     let store = Store::open(root.path().join("store")).expect("open");
-    let out = store.unpack(&specs(&three_layers()), false, &|_| {}).expect("unpack");
+    let out = store.unpack(&specs(&three_layers()), seq(), &|_| {}).expect("unpack");
     let top = out.chains[2].to_string();
     assert_eq!(out.chains, {
         let d: Vec<Digest> = three_layers().iter().map(Blob::diff_id).collect();
@@ -111,8 +115,8 @@ fn shared_layers_are_unpacked_once_and_bad_layers_never_become_visible() {
     let root = tempfile::tempdir().expect("tempdir");
     let store = Store::open(root.path().join("store")).expect("open");
     let blobs = three_layers();
-    store.unpack(&specs(&blobs[..2]), false, &|_| {}).expect("base image");
-    let out = store.unpack(&specs(&blobs), false, &|_| {}).expect("derived image");
+    store.unpack(&specs(&blobs[..2]), seq(), &|_| {}).expect("base image");
+    let out = store.unpack(&specs(&blobs), seq(), &|_| {}).expect("derived image");
     assert_eq!(
         out.reports.iter().map(Option::is_none).collect::<Vec<_>>(),
         [true, true, false],
@@ -124,7 +128,7 @@ fn shared_layers_are_unpacked_once_and_bad_layers_never_become_visible() {
     bad.push(Blob::gzip(layer(&[(Entry::file("x", 0o644), b"x")])));
     let mid = bad[3].blob.len() / 2;
     bad[3].blob[mid] ^= 0x55;
-    let err = store.unpack(&specs(&bad), false, &|_| {}).expect_err("corrupt layer");
+    let err = store.unpack(&specs(&bad), seq(), &|_| {}).expect_err("corrupt layer");
     assert!(err.to_string().starts_with("layer 4/4 (sha256:"), "{err}");
     assert_eq!(store.walk().expect("walk").len(), 3, "no snapshot of the bad layer");
     assert_eq!(std::fs::read_dir(root.path().join("store/staging")).expect("ls").count(), 0, "staging cleaned");
@@ -137,7 +141,7 @@ fn cleanup_on_open_removes_orphans_and_abandoned_staging_only() {
     let root = tempfile::tempdir().expect("tempdir");
     let path = root.path().join("store");
     let store = Store::open(&path).expect("open");
-    store.unpack(&specs(&three_layers()[..1]), false, &|_| {}).expect("unpack");
+    store.unpack(&specs(&three_layers()[..1]), seq(), &|_| {}).expect("unpack");
     // Debris a crash could leave: a renamed dir whose row never committed, and a staging
     // dir nobody holds.
     std::fs::create_dir_all(path.join("snapshots/orphan/fs")).expect("mkdir");
@@ -275,4 +279,48 @@ fn four_processes_unpack_one_image_into_one_root() {
     assert_eq!(store.images().expect("images").len(), 1);
     assert_eq!(std::fs::read_dir(root.join("snapshots")).expect("ls").count(), blobs.len());
     let _ = Duration::ZERO;
+}
+
+#[test]
+fn parallel_unpack_gives_the_same_snapshots_as_sequential() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut blobs = three_layers();
+    blobs.extend(big_image(&tmp.path().join("image")));
+    let trees = |jobs: usize| {
+        let store = Store::open(tmp.path().join(format!("store-{jobs}"))).expect("open");
+        let out = store.unpack(&specs(&blobs), UnpackOptions { jobs, userxattr: false }, &|_| {}).expect("unpack");
+        out.chains
+            .iter()
+            .map(|c| {
+                let mut t = Tree::of(&store.snapshot_dir(&c.to_string()).expect("dir"));
+                t.0.remove("");
+                t
+            })
+            .collect::<Vec<_>>()
+    };
+    let (one, four) = (trees(1), trees(4));
+    for (i, (a, b)) in one.iter().zip(&four).enumerate() {
+        let diff = a.diff(b);
+        assert!(diff.is_empty(), "layer {} differs between --jobs 1 and --jobs 4:\n{}", i + 1, diff.join("\n"));
+    }
+}
+
+#[test]
+fn parallel_unpack_failure_commits_the_layers_below_and_nothing_else() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(tmp.path().join("store")).expect("open");
+    let mut blobs = three_layers();
+    blobs.push(Blob::gzip(layer(&[(Entry::file("x", 0o644), b"x")])));
+    let mid = blobs[1].blob.len() / 2;
+    blobs[1].blob[mid] ^= 0x55;
+    let err = store
+        .unpack(&specs(&blobs), UnpackOptions { jobs: 3, userxattr: false }, &|_| {})
+        .expect_err("corrupt layer 2");
+    assert!(err.to_string().starts_with("layer 2/4"), "{err}");
+    assert_eq!(store.walk().expect("walk").len(), 1, "only the layer below the bad one");
+    assert_eq!(
+        std::fs::read_dir(tmp.path().join("store/staging")).expect("ls").count(),
+        0,
+        "staged layers above discarded"
+    );
 }

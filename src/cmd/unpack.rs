@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use strata_core::store::{ImageRecord, LayerEvent, LayerSpec};
+use strata_core::store::{ImageRecord, LayerEvent, LayerSpec, UnpackOptions};
 use strata_core::{ApplyBuilder, Mode};
 use strata_image::{Image, Platform, Selector};
 
@@ -46,6 +46,9 @@ pub struct UnpackArgs {
     /// Write rootless overlay form (`user.overlay.opaque`) for `userxattr` mounts.
     #[arg(long)]
     userxattr: bool,
+    /// Layers unpacked at once [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
     #[command(flatten)]
     root: RootArgs,
     /// Print a JSON report on stdout.
@@ -189,6 +192,10 @@ fn unpack_into_store(args: &UnpackArgs, image: &Image) -> anyhow::Result<()> {
             }),
         })
         .collect();
+    let mut options = UnpackOptions { userxattr: args.userxattr, ..UnpackOptions::default() };
+    if let Some(jobs) = args.jobs {
+        options.jobs = usize::from(jobs);
+    }
     let quiet = args.json;
     let on_event = |event: LayerEvent<'_>| {
         if quiet {
@@ -208,7 +215,7 @@ fn unpack_into_store(args: &UnpackArgs, image: &Image) -> anyhow::Result<()> {
             ),
         }
     };
-    let outcome = store.unpack(&specs, args.userxattr, &on_event).with_context(|| {
+    let outcome = store.unpack(&specs, options, &on_event).with_context(|| {
         format!("unpacking {} ({}) into {}", image.name, image.source_path().display(), store.root().display())
     })?;
     let name = args.name.clone().unwrap_or_else(|| image.name.clone());

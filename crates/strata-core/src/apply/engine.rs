@@ -90,6 +90,15 @@ impl<'a> Engine<'a> {
         Ok(self.report)
     }
 
+    pub(super) fn set_context(&mut self, index: u64, path: String) {
+        self.index = index;
+        self.entry_path = path;
+    }
+
+    pub(super) fn report_mut(&mut self) -> &mut ApplyReport {
+        &mut self.report
+    }
+
     pub(super) fn fail(&self, reason: impl Into<String>) -> Error {
         Error::Entry { index: self.index, path: self.entry_path.clone(), reason: reason.into() }
     }
@@ -281,7 +290,11 @@ impl<'a> Engine<'a> {
         match sys::mkdir(dir, name, 0o700) {
             Ok(()) => {}
             Err(e) if sys::is_errno(&e, Code::EXIST) => match self.clash(dir, name, p, true)? {
-                Clash::Merge => merged = true,
+                Clash::Merge => {
+                    merged = true;
+                    // An explicit entry now owns this dir's metadata.
+                    self.report.deferred.implied_dirs.retain(|d| d != p);
+                }
                 clash => {
                     opaque = matches!(clash, Clash::ReplacedWhiteout);
                     sys::mkdir(dir, name, 0o700).map_err(|e| self.io("mkdirat", e))?;
@@ -418,10 +431,15 @@ impl<'a> Engine<'a> {
         if found.is_none()
             && self.opts.mode == Mode::Overlay
             && !self.whiteouts.contains(&target)
-            && self.copy_up(&target, entry)?
+            && self.copy_up(&target, &target, entry)?
         {
             tdir = self.existing_dir(&tparent)?;
             found = tdir.as_ref().and_then(|d| sys::lstat(d.as_fd(), &tname).ok().flatten());
+        }
+        if found.is_none() && self.opts.defer_lower && !self.whiteouts.contains(&target) {
+            self.report.deferred.links.push(super::DeferredLink { link: p.clone(), target, mtime: entry.mtime });
+            self.report.hardlinks += 1;
+            return Ok(());
         }
         let (Some(tdir), Some(st)) = (tdir, found) else {
             return Err(self.fail(format!("hardlink target {} not found in this layer or below it", target.display())));
@@ -444,7 +462,7 @@ impl<'a> Engine<'a> {
     }
 
     /// An existing directory, or `None` when the path is missing or crosses a non-directory.
-    fn existing_dir(&self, path: &LayerPath) -> Result<Option<OwnedFd>> {
+    pub(super) fn existing_dir(&self, path: &LayerPath) -> Result<Option<OwnedFd>> {
         match sys::open_dir_beneath(self.root, path.as_os_str()) {
             Ok(fd) => Ok(Some(fd)),
             Err(e) if [Code::NOENT, Code::NOTDIR, Code::LOOP].iter().any(|&c| sys::is_errno(&e, c)) => Ok(None),
@@ -454,11 +472,11 @@ impl<'a> Engine<'a> {
 
     /// Copies `path` from the lower chain into this layer (a hardlink to a lower file
     /// needs the file in this layer). `false` when the chain does not have it.
-    fn copy_up(&mut self, path: &LayerPath, entry: &Entry) -> Result<bool> {
+    pub(super) fn copy_up(&mut self, path: &LayerPath, dst: &LayerPath, entry: &Entry) -> Result<bool> {
         let Some(found) = self.lower.find(path).map_err(|e| self.io("look up lower layers", e))? else {
             return Ok(false);
         };
-        let Some((parent, name)) = path.split_last() else {
+        let Some((parent, name)) = dst.split_last() else {
             return Ok(false);
         };
         let dir = self.dir_at(&parent, entry)?;
@@ -493,7 +511,7 @@ impl<'a> Engine<'a> {
             }
             _ => return Err(self.fail("hardlink target in a lower layer is neither a file nor a symlink")),
         }
-        self.written.insert(path.clone());
+        self.written.insert(dst.clone());
         Ok(true)
     }
 

@@ -6,6 +6,7 @@
 //! deleting what whiteouts name. Flat output equals the merged view of the overlay form:
 //! the privileged tests check that against the kernel.
 
+mod deferred;
 mod dir_cache;
 mod engine;
 mod lower;
@@ -18,6 +19,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use deferred::{Deferred, DeferredLink};
 pub use report::ApplyReport;
 
 use crate::digest::Digest;
@@ -55,6 +57,7 @@ pub struct ApplyBuilder {
     digest: Option<Digest>,
     same_owner: Option<bool>,
     devices: DevicePolicy,
+    defer_lower: bool,
 }
 
 impl ApplyBuilder {
@@ -68,7 +71,17 @@ impl ApplyBuilder {
             digest: None,
             same_owner: None,
             devices: DevicePolicy::default(),
+            defer_lower: false,
         }
+    }
+
+    /// Overlay form without the parents yet: implied directories get default metadata
+    /// and hardlinks to files not in this layer are left undone, both recorded in
+    /// [`ApplyReport::deferred`] for [`Applier::resolve_deferred`] to finish once the
+    /// parents exist. This is what lets the layers of one image unpack in parallel.
+    pub fn defer_lower(mut self, yes: bool) -> Self {
+        self.defer_lower = yes;
+        self
     }
 
     /// Adds a lower layer dir (overlay form), nearest parent first. Parents supply the
@@ -131,6 +144,7 @@ impl ApplyBuilder {
             same_owner,
             ids,
             devices: self.devices,
+            defer_lower: self.defer_lower,
         })
     }
 }
@@ -147,6 +161,7 @@ pub struct Applier {
     /// Effective uid and gid of this process (owners of what it creates).
     ids: (u32, u32),
     devices: DevicePolicy,
+    defer_lower: bool,
 }
 
 impl Applier {

@@ -139,22 +139,34 @@ impl Engine<'_> {
     /// there is one (so a lower `/tmp` 1777 is not masked by 0755), else 0755 root with
     /// the implying entry's mtime (deterministic, unlike "now").
     fn implied_metadata(&mut self, path: &LayerPath, dir: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
-        let lower = self.lower.find(path).map_err(|e| self.io("look up lower layers", e))?;
-        if let Some(found) = lower.filter(|f| sys::is_dir(&f.stat)) {
-            if self.opts.same_owner {
-                sys::chown_fd(dir, found.stat.st_uid, found.stat.st_gid)
-                    .map_err(|e| self.io("fchown (implied directory)", e))?;
-            }
-            self.copy_xattrs(&found, dir)?;
-            let mode = self.dir_mode_now(path, found.stat.st_mode & 0o7777);
-            sys::chmod_fd(dir, mode).map_err(|e| self.io("fchmod (implied directory)", e))?;
-            let (atime, mtime) = sys::stat_times(&found.stat);
-            self.dir_finish.set(path.clone(), atime, mtime);
-        } else {
-            sys::chmod_fd(dir, 0o755).map_err(|e| self.io("fchmod (implied directory)", e))?;
-            self.dir_finish.set(path.clone(), entry.mtime, entry.mtime);
+        if self.opts.defer_lower {
+            self.report_mut().deferred.implied_dirs.push(path.clone());
+        } else if self.lower_dir_metadata(path, dir)? {
+            return Ok(());
         }
+        sys::chmod_fd(dir, 0o755).map_err(|e| self.io("fchmod (implied directory)", e))?;
+        self.dir_finish.set(path.clone(), entry.mtime, entry.mtime);
         Ok(())
+    }
+
+    /// Gives `dir` the metadata of the same directory in the lower chain (owner, xattrs,
+    /// mode, times), so a lower `/tmp` 1777 is not masked by 0755. `false`, touching
+    /// nothing, when no lower layer has a directory there.
+    pub(super) fn lower_dir_metadata(&mut self, path: &LayerPath, dir: BorrowedFd<'_>) -> Result<bool> {
+        let lower = self.lower.find(path).map_err(|e| self.io("look up lower layers", e))?;
+        let Some(found) = lower.filter(|f| sys::is_dir(&f.stat)) else {
+            return Ok(false);
+        };
+        if self.opts.same_owner {
+            sys::chown_fd(dir, found.stat.st_uid, found.stat.st_gid)
+                .map_err(|e| self.io("fchown (implied directory)", e))?;
+        }
+        self.copy_xattrs(&found, dir)?;
+        let mode = self.dir_mode_now(path, found.stat.st_mode & 0o7777);
+        sys::chmod_fd(dir, mode).map_err(|e| self.io("fchmod (implied directory)", e))?;
+        let (atime, mtime) = sys::stat_times(&found.stat);
+        self.dir_finish.set(path.clone(), atime, mtime);
+        Ok(true)
     }
 
     /// Sets every recorded directory time (and, unprivileged, every deferred directory

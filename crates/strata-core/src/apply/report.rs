@@ -44,6 +44,9 @@ pub struct ApplyReport {
     pub bytes: u64,
     /// Extended attributes dropped by policy (overlay internals, SELinux labels, ...).
     pub xattrs_filtered: u64,
+    /// Work left for [`Applier::resolve_deferred`](super::Applier::resolve_deferred)
+    /// (only with [`ApplyBuilder::defer_lower`](super::ApplyBuilder::defer_lower)).
+    pub deferred: super::Deferred,
     /// Things skipped by policy, one line each (unprivileged devices, ...).
     pub warnings: Vec<String>,
     /// Wall time of the apply.
@@ -71,6 +74,7 @@ impl ApplyReport {
             root_opaque: false,
             bytes: 0,
             xattrs_filtered: 0,
+            deferred: super::Deferred::default(),
             warnings: Vec::new(),
             elapsed: Duration::ZERO,
         }

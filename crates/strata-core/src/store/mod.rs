@@ -35,7 +35,7 @@ use rusqlite::{Connection, TransactionBehavior};
 
 pub use model::{ImageRecord, Info, Kind, MountSpec, Usage};
 pub use staging::Staging;
-pub use unpack::{LayerEvent, LayerSpec, UnpackOutcome};
+pub use unpack::{LayerEvent, LayerSpec, UnpackOptions, UnpackOutcome};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};

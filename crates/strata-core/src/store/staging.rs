@@ -3,6 +3,9 @@
 //! Each staging dir is `flock`ed by its owner for as long as it works in it, so the
 //! cleanup that runs when any process opens the store removes exactly the staging dirs
 //! of processes that died (the kernel drops a dead process's locks), never a live one's.
+//! Creating a dir and locking it are two steps; creators hold a shared lock on the
+//! staging root across both, and cleanup takes it exclusively, so cleanup never sees a
+//! dir between its creation and its lock.
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, OwnedFd};
@@ -39,8 +42,8 @@ impl Staging {
         let token = unique_token();
         let path = staging_root.join(&token);
         let io = |op, source| Error::Io { op, path: path.clone(), source };
+        let parent = lock_root(staging_root, FlockOperation::LockShared)?;
         std::fs::create_dir(&path).map_err(|e| io("create staging dir", e))?;
-        let parent = sys::open_dir_path(staging_root).map_err(|e| io("open staging root", e))?;
         let lock =
             sys::open_child_dir_readable(parent.as_fd(), OsStr::new(&token)).map_err(|e| io("open staging dir", e))?;
         rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
@@ -76,7 +79,7 @@ impl Staging {
 /// Removes staging dirs whose owners are gone; returns how many.
 pub(crate) fn remove_abandoned(staging_root: &Path) -> Result<usize> {
     let io = |op, source| Error::Io { op, path: staging_root.to_owned(), source };
-    let root = sys::open_dir_path(staging_root).map_err(|e| io("open staging root", e))?;
+    let root = lock_root(staging_root, FlockOperation::LockExclusive)?;
     let readable =
         sys::open_child_dir_readable(root.as_fd(), OsStr::new("")).map_err(|e| io("open staging root", e))?;
     let mut removed = 0;
@@ -92,4 +95,14 @@ pub(crate) fn remove_abandoned(staging_root: &Path) -> Result<usize> {
         }
     }
     Ok(removed)
+}
+
+/// Opens the staging root and flocks it (shared: creating a staging dir; exclusive:
+/// cleaning up). The lock lasts as long as the returned fd.
+fn lock_root(staging_root: &Path, how: FlockOperation) -> Result<OwnedFd> {
+    let io = |op, source| Error::Io { op, path: staging_root.to_owned(), source };
+    let root = sys::open_dir_path(staging_root).map_err(|e| io("open staging root", e))?;
+    let root = sys::open_child_dir_readable(root.as_fd(), OsStr::new("")).map_err(|e| io("open staging root", e))?;
+    rustix::fs::flock(&root, how).map_err(|e| io("lock staging root", e.into()))?;
+    Ok(root)
 }

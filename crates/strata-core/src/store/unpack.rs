@@ -1,6 +1,8 @@
 //! Unpacking an image's layers into the store, one committed snapshot per ChainID.
 
 use std::io::Read;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 use super::Store;
 use super::db;
@@ -53,22 +55,43 @@ pub struct UnpackOutcome {
     pub reports: Vec<Option<ApplyReport>>,
 }
 
+/// Options of [`Store::unpack`].
+#[derive(Debug, Clone, Copy)]
+pub struct UnpackOptions {
+    /// Layers applied at once (each also decompresses on its own thread).
+    pub jobs: usize,
+    /// Write `user.overlay.opaque` (rootless overlayfs) instead of `trusted.`.
+    pub userxattr: bool,
+}
+
+impl Default for UnpackOptions {
+    fn default() -> Self {
+        UnpackOptions { jobs: std::thread::available_parallelism().map_or(1, |n| n.get()), userxattr: false }
+    }
+}
+
+type Staged = Result<(Staging, ApplyReport)>;
+
 impl Store {
     /// Unpacks `layers` (bottom first) into committed snapshots keyed by ChainID,
     /// reusing those already present.
     ///
-    /// Each layer is applied in overlay form into a staging dir (its parents, already
-    /// committed, supply implied-directory metadata and lower hardlink targets), synced,
-    /// then renamed and recorded in one transaction. If another process committed the
+    /// With one job, each layer is applied in overlay form into a staging dir with its
+    /// committed parents (which supply implied-directory metadata and lower hardlink
+    /// targets). With more, up to `jobs` layers are applied at once without parents
+    /// ([`ApplyBuilder::defer_lower`]); then, in chain order, each is finished against its
+    /// now-committed parents and committed, which gives the same trees. Every commit is
+    /// a sync, a rename and a record in one transaction; if another process committed the
     /// same chain meanwhile, the staged copy is discarded: one snapshot per chain.
     ///
     /// # Errors
-    /// A layer is corrupt, hostile or does not match its digests (the error names the
-    /// layer; nothing of it becomes visible), or the store fails.
+    /// A layer is corrupt, hostile or does not match its digests ([`Error::Layer`] names
+    /// it; nothing of it becomes visible, the layers below it stay committed), or the
+    /// store fails.
     pub fn unpack(
         &self,
         layers: &[LayerSpec<'_>],
-        userxattr: bool,
+        options: UnpackOptions,
         on_event: &(dyn Fn(LayerEvent<'_>) + Sync),
     ) -> Result<UnpackOutcome> {
         let mut chains: Vec<Digest> = Vec::with_capacity(layers.len());
@@ -76,36 +99,85 @@ impl Store {
             let chain = Digest::chain(chains.last(), &layer.diff_id);
             chains.push(chain);
         }
-        let mut reports = Vec::with_capacity(layers.len());
-        for (index, layer) in layers.iter().enumerate() {
-            let chain = &chains[index];
-            if self.has_chain(chain)? {
-                on_event(LayerEvent::Reused { index, chain });
-                reports.push(None);
-                continue;
+        let mut todo = Vec::new();
+        for (index, chain) in chains.iter().enumerate() {
+            if !self.has_chain(chain)? {
+                todo.push(index);
             }
-            on_event(LayerEvent::Started { index, chain });
-            let parent = index.checked_sub(1).map(|i| &chains[i]);
-            let report = self
-                .unpack_one(layer, chain, parent, userxattr)
-                .map_err(|e| layer_error(index, layers.len(), layer, e))?;
-            on_event(LayerEvent::Committed { index, chain, report: &report });
-            reports.push(Some(report));
         }
+        let slots: Vec<Mutex<Option<Staged>>> = layers.iter().map(|_| Mutex::new(None)).collect();
+        let ready = Condvar::new();
+        let next = AtomicUsize::new(0);
+        let stop = AtomicBool::new(false);
+        let parallel = options.jobs > 1 && todo.len() > 1;
+        let workers = if parallel { options.jobs.min(todo.len()) } else { 0 };
+        let mut reports: Vec<Option<ApplyReport>> = Vec::with_capacity(layers.len());
+
+        let committed = std::thread::scope(|scope| {
+            for _ in 0..workers {
+                scope.spawn(|| {
+                    while let Some(&index) = todo.get(next.fetch_add(1, Ordering::SeqCst)) {
+                        if stop.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        on_event(LayerEvent::Started { index, chain: &chains[index] });
+                        let staged = self.stage(&layers[index], None, options.userxattr, true);
+                        *lock(&slots[index]) = Some(staged);
+                        ready.notify_all();
+                    }
+                });
+            }
+            let result = (|| {
+                for (index, layer) in layers.iter().enumerate() {
+                    let chain = &chains[index];
+                    if !todo.contains(&index) {
+                        on_event(LayerEvent::Reused { index, chain });
+                        reports.push(None);
+                        continue;
+                    }
+                    let parent = index.checked_sub(1).map(|i| &chains[i]);
+                    let staged = if parallel {
+                        let mut slot = lock(&slots[index]);
+                        while slot.is_none() {
+                            slot = ready.wait(slot).unwrap_or_else(std::sync::PoisonError::into_inner);
+                        }
+                        slot.take().unwrap_or_else(|| Err(Error::Options("layer result missing".into())))
+                    } else {
+                        on_event(LayerEvent::Started { index, chain });
+                        self.stage(layer, parent, options.userxattr, false)
+                    };
+                    let report = self
+                        .finish_and_commit(staged, chain, parent, options.userxattr)
+                        .map_err(|e| layer_error(index, layers.len(), layer, e))?;
+                    on_event(LayerEvent::Committed { index, chain, report: &report });
+                    reports.push(Some(report));
+                }
+                Ok(())
+            })();
+            if result.is_err() {
+                stop.store(true, Ordering::SeqCst);
+            }
+            result
+        });
+        // Workers have stopped; drop what they staged past a failure.
+        for slot in &slots {
+            if let Some(Ok((staging, _))) = lock(slot).take() {
+                staging.discard()?;
+            }
+        }
+        committed?;
         Ok(UnpackOutcome { chains, reports })
     }
 
-    fn unpack_one(
-        &self,
-        layer: &LayerSpec<'_>,
-        chain: &Digest,
-        parent: Option<&Digest>,
-        userxattr: bool,
-    ) -> Result<ApplyReport> {
+    /// Applies a layer into a fresh staging dir: with its committed parent chain, or
+    /// deferring the lower-layer work (parallel unpack).
+    fn stage(&self, layer: &LayerSpec<'_>, parent: Option<&Digest>, userxattr: bool, defer: bool) -> Staged {
         let staging = Staging::create(&self.staging_root())?;
         let result = (|| {
-            let mut builder =
-                ApplyBuilder::new(Mode::Overlay).userxattr(userxattr).expect_diff_id(layer.diff_id.clone());
+            let mut builder = ApplyBuilder::new(Mode::Overlay)
+                .userxattr(userxattr)
+                .expect_diff_id(layer.diff_id.clone())
+                .defer_lower(defer);
             if let Some(digest) = &layer.digest {
                 builder = builder.expect_digest(digest.clone());
             }
@@ -122,15 +194,40 @@ impl Store {
             builder.build()?.apply(blob, &staging.fs())
         })();
         match result {
-            Ok(report) => {
-                self.commit_staged(staging, chain, parent, report.root_opaque)?;
-                Ok(report)
-            }
+            Ok(report) => Ok((staging, report)),
             Err(err) => Err(match staging.discard() {
                 Ok(()) => err,
                 Err(cleanup) => Error::Options(format!("{err}; and removing its staging dir failed: {cleanup}")),
             }),
         }
+    }
+
+    /// Resolves deferred lower-layer work against the committed parents, then commits.
+    fn finish_and_commit(
+        &self,
+        staged: Staged,
+        chain: &Digest,
+        parent: Option<&Digest>,
+        userxattr: bool,
+    ) -> Result<ApplyReport> {
+        let (staging, report) = staged?;
+        let finished = (|| {
+            if !report.deferred.is_empty() {
+                let parents = match parent {
+                    Some(p) => self.mounts(&p.to_string())?.lowers,
+                    None => Vec::new(),
+                };
+                let applier = ApplyBuilder::new(Mode::Overlay).userxattr(userxattr).defer_lower(true).build()?;
+                applier.resolve_deferred(&staging.fs(), &parents, &report.deferred)?;
+            }
+            Ok(())
+        })();
+        if let Err(err) = finished {
+            staging.discard()?;
+            return Err(err);
+        }
+        self.commit_staged(staging, chain, parent, report.root_opaque)?;
+        Ok(report)
     }
 
     /// Syncs a staged layer, then renames it into `snapshots/` and records it in one
@@ -178,6 +275,10 @@ impl Store {
         }
         Ok(())
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn layer_error(index: usize, total: usize, layer: &LayerSpec<'_>, err: Error) -> Error {

@@ -170,7 +170,7 @@ fn deferred_apply_then_resolve_equals_sequential_apply() {
     let report = applier.apply(&layers[1][..], &def2).expect("deferred apply");
     assert_eq!(report.deferred.links.len(), 4);
     assert!(report.deferred.implied_dirs.iter().any(|d| d.display() == "tmp"));
-    applier.resolve_deferred(&def2, &[seq1.clone()], &report.deferred).expect("resolve");
+    applier.resolve_deferred(&def2, std::slice::from_ref(&seq1), &report.deferred).expect("resolve");
 
     let (mut a, mut b) = (Tree::of(&seq2), Tree::of(&def2));
     a.0.remove("");

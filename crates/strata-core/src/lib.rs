@@ -19,6 +19,11 @@
 //! implementations are known to disagree. Decompression and hashing run on their own
 //! thread, in bounded memory. The [`ApplyReport`] carries the layer's diff_id and digest.
 //!
+//! The [`store`] module is the snapshot store a runtime embeds (the containerd
+//! snapshotter model: prepare / view / commit / remove / stat / update / usage / walk /
+//! mounts / cleanup): layers unpack into committed snapshots keyed by ChainID, in
+//! parallel, crash-safe, shared by many processes; see `examples/embed_snapshotter.rs`.
+//!
 //! ```
 //! use strata_core::tar::{Builder, Entry};
 //! use strata_core::{ApplyBuilder, Mode};

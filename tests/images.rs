@@ -256,6 +256,14 @@ fn bad_images_are_refused_clearly_and_leave_nothing() {
     images::oci_layout(&dir, &blobs, "v1");
     assert_refused(&dir, &[], &["layer 2 of manifest", "encrypted"]);
 
+    // A foreign layer whose blob is absent (Windows base layers, nondistributable).
+    let dir = t.join("foreign");
+    let mut blobs = good();
+    blobs[0].media_type = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+    images::oci_layout(&dir, &blobs, "v1");
+    std::fs::remove_file(dir.join("blobs/sha256").join(blobs[0].digest().hex())).expect("rm");
+    assert_refused(&dir, &[], &["layer 1 of manifest", "foreign layer", "is not in the image", "never downloads"]);
+
     // Not an image at all.
     let dir = t.join("empty");
     std::fs::create_dir_all(&dir).expect("mkdir");
@@ -273,4 +281,41 @@ fn unpack_refuses_a_non_empty_target() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not empty"));
     assert_eq!(std::fs::read(to.join("keep")).expect("kept"), b"mine");
+}
+
+#[test]
+fn a_bad_layer_unpacked_into_the_store_never_shows_and_the_store_stays_usable() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let root = tmp.path().join("root");
+    let blobs: Vec<Blob> = layers().into_iter().map(Blob::gzip).collect();
+    let bad_dir = tmp.path().join("bad");
+    images::oci_layout(&bad_dir, &blobs, "v1");
+    let path = bad_dir.join("blobs/sha256").join(blobs[1].digest().hex());
+    let mut bytes = std::fs::read(&path).expect("read");
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x40;
+    std::fs::write(&path, bytes).expect("write");
+    let root_arg = root.to_str().expect("utf-8");
+    let out = strata(&["unpack", "--root", root_arg, bad_dir.to_str().expect("utf-8")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unpacking v1") && stderr.contains("layer 2/3"), "{stderr}");
+    let ls = strata(&["snapshots", "--root", root_arg, "ls", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&ls.stdout).expect("json");
+    assert_eq!(list.as_array().map(Vec::len), Some(1), "only layer 1 is committed: {list}");
+    assert_eq!(
+        String::from_utf8_lossy(&strata(&["images", "--root", root_arg]).stdout).lines().count(),
+        1,
+        "no image recorded"
+    );
+
+    let good_dir = tmp.path().join("good");
+    images::oci_layout(&good_dir, &blobs_fresh(), "v1");
+    let out = strata(&["unpack", "--root", root_arg, "--jobs", "2", good_dir.to_str().expect("utf-8")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("3 layers (1 reused)"));
+}
+
+fn blobs_fresh() -> Vec<Blob> {
+    layers().into_iter().map(Blob::gzip).collect()
 }

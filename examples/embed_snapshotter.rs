@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use strata::core::store::{LayerEvent, LayerSpec, Store, UnpackOptions};
+use strata::core::store::{LayerEvent, Store, UnpackOptions};
 use strata::image::{Image, Selector};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -26,16 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Unpack every layer into a committed snapshot keyed by its ChainID. Layers that
     //    are already there (shared with another image) are reused, not unpacked again.
     let store = Store::open(&root)?;
-    let image = &image;
-    let layers: Vec<LayerSpec<'_>> = image
-        .layers
-        .iter()
-        .map(|layer| LayerSpec {
-            diff_id: layer.diff_id.clone(),
-            digest: layer.digest.clone(),
-            open: Box::new(move || image.open_layer(layer).map_err(std::io::Error::other)),
-        })
-        .collect();
+    let layers = image.layer_specs();
     let report = |event: LayerEvent<'_>| match event {
         LayerEvent::Reused { index, chain } => println!("  layer {} reused     {chain}", index + 1),
         LayerEvent::Started { .. } => {}

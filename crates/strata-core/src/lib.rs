@@ -23,6 +23,9 @@
 //! snapshotter model: prepare / view / commit / remove / stat / update / usage / walk /
 //! mounts / cleanup): layers unpack into committed snapshots keyed by ChainID, in
 //! parallel, crash-safe, shared by many processes; see `examples/embed_snapshotter.rs`.
+//! Its metadata lives in SQLite (WAL mode, via rusqlite with the library bundled): the
+//! store is used by several processes at once, which SQLite supports with real ACID
+//! transactions and redb (one process per file) does not.
 //!
 //! ```
 //! use strata_core::tar::{Builder, Entry};

@@ -2,6 +2,7 @@
 
 mod apply;
 mod images;
+mod mount;
 mod progress;
 mod snapshots;
 mod store;
@@ -22,6 +23,14 @@ pub enum Command {
     Snapshots(snapshots::SnapshotsArgs),
     /// Remove layer snapshots nothing uses.
     Gc(images::GcArgs),
+    /// Mount an image's rootfs (kernel overlayfs), writable, keeping changes per name.
+    Mount(mount::MountArgs),
+    /// Unmount what strata mount mounted.
+    Umount(mount::UmountArgs),
+    /// List what strata has mounted.
+    Ps(mount::PsArgs),
+    /// Show what this host supports for mounts.
+    Info(mount::InfoArgs),
 }
 
 impl Command {
@@ -34,6 +43,10 @@ impl Command {
             Command::Rmi(args) => images::rmi(args),
             Command::Snapshots(args) => snapshots::run(args),
             Command::Gc(args) => images::gc(args),
+            Command::Mount(args) => mount::mount(args),
+            Command::Umount(args) => mount::umount(args),
+            Command::Ps(args) => mount::ps(args),
+            Command::Info(args) => mount::info(args),
         }
     }
 }

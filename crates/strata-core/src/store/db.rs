@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
-use super::model::{ImageRecord, Info, Kind};
+use super::model::{ImageRecord, Info, Kind, MountRecord};
 use crate::error::{Error, Result};
 
 const SCHEMA: &str = "
@@ -31,6 +31,14 @@ CREATE TABLE IF NOT EXISTS labels (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (key, name)
+);
+CREATE TABLE IF NOT EXISTS mounts (
+    target TEXT PRIMARY KEY,
+    key TEXT REFERENCES snapshots(key),
+    image TEXT NOT NULL,
+    driver TEXT NOT NULL,
+    read_only INTEGER NOT NULL,
+    created INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS images (
     name TEXT PRIMARY KEY,
@@ -164,4 +172,33 @@ pub(crate) fn images(tx: &Connection) -> Result<Vec<ImageRecord>> {
         })
         .map_err(err("list images"))?;
     rows.collect::<rusqlite::Result<_>>().map_err(err("list images"))
+}
+
+pub(crate) fn put_mount(tx: &Transaction<'_>, m: &MountRecord) -> Result<()> {
+    tx.execute(
+        "INSERT INTO mounts (target, key, image, driver, read_only, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT(target) DO UPDATE SET key = ?2, image = ?3, driver = ?4, read_only = ?5, created = ?6",
+        params![m.target, m.key, m.image, m.driver, m.read_only, m.created],
+    )
+    .map_err(err("record mount"))?;
+    Ok(())
+}
+
+pub(crate) fn mounts(tx: &Connection) -> Result<Vec<MountRecord>> {
+    let mut stmt = tx
+        .prepare("SELECT target, key, image, driver, read_only, created FROM mounts ORDER BY target")
+        .map_err(err("list mounts"))?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok(MountRecord {
+                target: r.get(0)?,
+                key: r.get(1)?,
+                image: r.get(2)?,
+                driver: r.get(3)?,
+                read_only: r.get(4)?,
+                created: r.get(5)?,
+            })
+        })
+        .map_err(err("list mounts"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("list mounts"))
 }

@@ -33,7 +33,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-pub use model::{ImageRecord, Info, Kind, MountSpec, Usage};
+pub use model::{ImageRecord, Info, Kind, MountRecord, MountSpec, Usage};
 pub use staging::Staging;
 pub use unpack::{LayerEvent, LayerSpec, UnpackOptions, UnpackOutcome};
 
@@ -401,6 +401,35 @@ impl Store {
             removed.push(info.key.clone());
         }
         Ok(removed)
+    }
+
+    /// Records a mount (replacing any record for the same target).
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn record_mount(&self, record: &MountRecord) -> Result<()> {
+        self.write("record mount", |tx| db::put_mount(tx, record))
+    }
+
+    /// Forgets the mount at `target`, returning its record.
+    ///
+    /// # Errors
+    /// The database cannot be written.
+    pub fn forget_mount(&self, target: &str) -> Result<Option<MountRecord>> {
+        self.write("forget mount", |tx| {
+            let found = db::mounts(tx)?.into_iter().find(|m| m.target == target);
+            tx.execute("DELETE FROM mounts WHERE target = ?1", rusqlite::params![target])
+                .map_err(db::err("forget mount"))?;
+            Ok(found)
+        })
+    }
+
+    /// Every recorded mount.
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn mount_records(&self) -> Result<Vec<MountRecord>> {
+        db::mounts(&self.conn())
     }
 
     /// Whether a committed snapshot exists for `chain`.

@@ -96,3 +96,20 @@ pub struct ImageRecord {
     /// When it was recorded, seconds since the epoch.
     pub created: i64,
 }
+
+/// A mount made by a strata command, so `strata ps` and `strata umount` can find it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountRecord {
+    /// The mount point (canonical path).
+    pub target: String,
+    /// The active snapshot mounted (`None` for a read-only mount of an image's layers).
+    pub key: Option<String>,
+    /// The image name.
+    pub image: String,
+    /// `overlay` or `fuse`.
+    pub driver: String,
+    /// Read-only mount.
+    pub read_only: bool,
+    /// When it was mounted, seconds since the epoch.
+    pub created: i64,
+}

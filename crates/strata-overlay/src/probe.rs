@@ -1,0 +1,120 @@
+//! What the host can do, probed once: `strata info` prints it, `strata mount` checks it.
+
+use std::os::fd::AsFd;
+use std::path::Path;
+
+use rustix::fs::{Dir, FileType};
+use rustix::mount::FsOpenFlags;
+
+/// Host features that matter for overlay mounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostFeatures {
+    /// Kernel release (`uname -r`).
+    pub kernel: String,
+    /// `overlay` is in /proc/filesystems.
+    pub overlay: bool,
+    /// fsopen("overlay") works (Linux 5.2+).
+    pub new_mount_api: bool,
+    /// `lowerdir+` is accepted (Linux 6.8+): no page-size limit on layers.
+    pub lowerdir_plus: bool,
+    /// `userxattr` exists (Linux 5.11+): rootless overlay in a user namespace.
+    pub userxattr: bool,
+    /// Running as root.
+    pub root: bool,
+    /// The probed dir's filesystem reports file types in readdir (overlay needs it).
+    pub d_type: bool,
+    /// `trusted.*` xattrs can be set there (root overlay form).
+    pub trusted_xattrs: bool,
+    /// `user.*` xattrs can be set there (rootless overlay form).
+    pub user_xattrs: bool,
+}
+
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit()).filter_map(|p| p.parse::<u32>().ok());
+    let (a, b) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (a, b) >= (major, minor)
+}
+
+impl HostFeatures {
+    /// Probes the kernel and the filesystem holding `dir` (a scratch file is created and
+    /// removed there).
+    pub fn probe(dir: &Path) -> HostFeatures {
+        let kernel = rustix::system::uname().release().to_string_lossy().into_owned();
+        let overlay =
+            std::fs::read_to_string("/proc/filesystems").is_ok_and(|f| f.lines().any(|l| l.ends_with("\toverlay")));
+        let fs = rustix::mount::fsopen("overlay", FsOpenFlags::FSOPEN_CLOEXEC);
+        let new_mount_api = fs.is_ok();
+        let lowerdir_plus =
+            fs.as_ref().is_ok_and(|fs| rustix::mount::fsconfig_set_string(fs, "lowerdir+", dir).is_ok());
+        let (d_type, trusted_xattrs, user_xattrs) = probe_dir(dir);
+        HostFeatures {
+            userxattr: kernel_at_least(&kernel, 5, 11),
+            kernel,
+            overlay,
+            new_mount_api,
+            lowerdir_plus,
+            root: rustix::process::geteuid().is_root(),
+            d_type,
+            trusted_xattrs,
+            user_xattrs,
+        }
+    }
+}
+
+fn probe_dir(dir: &Path) -> (bool, bool, bool) {
+    let Ok(scratch) = tempfile_in(dir) else { return (false, false, false) };
+    let set = |key: &str| rustix::fs::setxattr(&scratch, key, b"y", rustix::fs::XattrFlags::empty()).is_ok();
+    let trusted = set("trusted.strata.probe");
+    let user = set("user.strata.probe");
+    let d_type = std::fs::File::open(dir).ok().and_then(|d| Dir::read_from(d.as_fd()).ok()).is_some_and(|entries| {
+        entries.filter_map(Result::ok).any(|e| {
+            e.file_name().to_bytes() == scratch.file_name().map_or(&b""[..], |n| n.as_encoded_bytes())
+                && e.file_type() != FileType::Unknown
+        })
+    });
+    let _ = std::fs::remove_file(&scratch);
+    (d_type, trusted, user)
+}
+
+fn tempfile_in(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let path = dir.join(format!(".strata-probe-{}", std::process::id()));
+    std::fs::write(&path, b"")?;
+    Ok(path)
+}
+
+/// Whether `target` is a mount point (per /proc/self/mountinfo).
+pub fn is_mount_point(target: &Path) -> bool {
+    let Ok(target) = std::fs::canonicalize(target) else { return false };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| Path::new(&unescape(m)) == target)
+}
+
+/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
+fn unescape(field: &str) -> String {
+    let mut out = Vec::new();
+    let b = field.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_versions() {
+        assert!(kernel_at_least("6.18.44-fc", 6, 8));
+        assert!(kernel_at_least("5.11.0", 5, 11));
+        assert!(!kernel_at_least("5.10.200", 5, 11));
+        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
+    }
+}

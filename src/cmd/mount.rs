@@ -1,0 +1,285 @@
+//! `strata mount`, `strata umount`, `strata ps`, `strata info`.
+
+use std::collections::BTreeMap;
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use strata_core::store::{Kind, MountRecord};
+use strata_image::{Image, Platform, Selector};
+use strata_overlay::{HostFeatures, KernelMounter, MountPlan, Mounter, OverlayOptions, is_mount_point};
+
+use super::store::RootArgs;
+use super::unpack::store_image;
+
+/// Mount an image's root filesystem at TARGET.
+///
+/// Unpacks what is missing into the store, prepares the container's writable layer (an
+/// active snapshot named --name, by default derived from TARGET) and mounts the layers
+/// with kernel overlayfs. Mounting the same image with the same name again reuses that
+/// writable layer: what was written in one mount is there in the next. Needs root.
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  strata mount demo/image /tmp/strata-demo\n  strata mount --read-only --platform linux/arm64 app.tar /mnt/app\n  strata umount /tmp/strata-demo          # keeps the writable layer\n  strata umount --rm /tmp/strata-demo     # and removes it"
+)]
+pub struct MountArgs {
+    /// Mount read-only (no writable layer).
+    #[arg(long)]
+    read_only: bool,
+    /// `overlay` (kernel overlayfs), `fuse` (strata-fuse), or `auto` (overlay when it works).
+    #[arg(long, value_enum, default_value = "auto")]
+    driver: Driver,
+    /// Name of the container's writable layer (default: derived from TARGET).
+    #[arg(long)]
+    name: Option<String>,
+    /// Which image of the source: NAME:TAG, a tag, or @sha256:<digest>.
+    #[arg(long = "ref", value_name = "REF")]
+    reference: Option<String>,
+    /// Platform to pick from a multi-platform image (default: this host's).
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
+    platform: Option<Platform>,
+    /// Layers unpacked at once [default: the number of CPUs].
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    jobs: Option<u16>,
+    #[command(flatten)]
+    root: RootArgs,
+    /// The image: an OCI layout directory or archive, or a docker-save archive.
+    image: PathBuf,
+    /// The directory to mount on (created if missing).
+    target: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Driver {
+    Auto,
+    Overlay,
+    Fuse,
+}
+
+/// The default writable-layer name for a mount point: `mount:` + its canonical path.
+fn default_name(target: &Path) -> String {
+    format!("mount:{}", target.display())
+}
+
+pub fn mount(args: MountArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    if !args.target.exists() {
+        std::fs::create_dir_all(&args.target)
+            .with_context(|| format!("creating mount target {}", args.target.display()))?;
+    }
+    let meta = std::fs::metadata(&args.target).with_context(|| format!("mount target {}", args.target.display()))?;
+    if !meta.is_dir() {
+        bail!("mount target {} is not a directory", args.target.display());
+    }
+    let target = std::fs::canonicalize(&args.target).with_context(|| format!("resolving {}", args.target.display()))?;
+    if is_mount_point(&target) {
+        bail!("{} is already a mount point (strata umount {} first)", target.display(), target.display());
+    }
+    if args.driver == Driver::Fuse {
+        bail!("--driver fuse is not available yet (strata-fuse is not built); use --driver overlay");
+    }
+    let root = args.root.path()?;
+    std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
+    let host = HostFeatures::probe(&root);
+    if !host.root {
+        bail!(
+            "mounting overlayfs needs root (CAP_SYS_ADMIN): run strata mount with sudo; rootless overlay in a user namespace and --driver fuse are not available yet"
+        );
+    }
+    if !host.overlay {
+        bail!(
+            "this kernel has no overlayfs (try `modprobe overlay`); --driver fuse will serve hosts without it once strata-fuse lands"
+        );
+    }
+    if !host.d_type {
+        bail!(
+            "the store at {} is on a filesystem without d_type, which overlayfs requires (XFS needs ftype=1); use --root on another filesystem",
+            root.display()
+        );
+    }
+    let store = args.root.open()?;
+    let selector = Selector {
+        reference: args.reference.clone(),
+        explicit_platform: args.platform.is_some(),
+        platform: args.platform.clone().unwrap_or_else(Platform::host),
+    };
+    let image = Image::open(&args.image, &selector)?;
+    let outcome = store_image(&store, &image, &image.name, args.jobs, false, false)?;
+    let top = outcome.chains.last().map(ToString::to_string);
+
+    let (key, spec) = if args.read_only {
+        let Some(top) = &top else { bail!("image {} has no layers to mount read-only", image.name) };
+        (None, store.mounts(top)?)
+    } else {
+        let key = args.name.clone().unwrap_or_else(|| default_name(&target));
+        let spec = match store.stat(&key) {
+            Ok(info) => {
+                if info.kind != Kind::Active || info.parent != top {
+                    bail!(
+                        "writable layer {key:?} exists for another image ({}); pick another --name or `strata snapshots rm {key}`",
+                        info.parent.as_deref().unwrap_or("no parent")
+                    );
+                }
+                store.mounts(&key)?
+            }
+            Err(strata_core::Error::NotFound { .. }) => {
+                let labels = BTreeMap::from([("strata.image".to_owned(), image.name.clone())]);
+                store.prepare(&key, top.as_deref(), labels)?
+            }
+            Err(e) => return Err(e.into()),
+        };
+        (Some(key), spec)
+    };
+    let plan = MountPlan::new(&spec, &OverlayOptions::default(), &target, !host.root)?;
+    KernelMounter.mount(&plan, &target)?;
+    store.record_mount(&MountRecord {
+        target: target.display().to_string(),
+        key: key.clone(),
+        image: image.name.clone(),
+        driver: "overlay".into(),
+        read_only: args.read_only,
+        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+    })?;
+    println!(
+        "mounted {} ({} layers{}) at {} in {:.2} s; writable layer: {}",
+        image.name,
+        image.layers.len(),
+        match &plan {
+            MountPlan::Bind { .. } => ", bind mount",
+            MountPlan::Overlay { .. } => ", overlayfs",
+        },
+        target.display(),
+        started.elapsed().as_secs_f64(),
+        key.as_deref().unwrap_or("none (read-only)")
+    );
+    Ok(())
+}
+
+/// Unmount a rootfs mounted by `strata mount`.
+#[derive(Debug, clap::Args)]
+pub struct UmountArgs {
+    /// Also remove the container's writable layer (by default it is kept for the next mount).
+    #[arg(long)]
+    rm: bool,
+    /// Detach even if busy (MNT_DETACH); the mount goes away when its last user leaves.
+    #[arg(long)]
+    lazy: bool,
+    #[command(flatten)]
+    root: RootArgs,
+    /// The mount point.
+    target: PathBuf,
+}
+
+pub fn umount(args: UmountArgs) -> anyhow::Result<()> {
+    let target = std::fs::canonicalize(&args.target).unwrap_or_else(|_| args.target.clone());
+    let store = args.root.open()?;
+    let record = store.mount_records()?.into_iter().find(|m| Path::new(&m.target) == target);
+    if is_mount_point(&target) {
+        KernelMounter.unmount(&target, args.lazy)?;
+    } else if record.is_none() {
+        bail!("{} is not mounted", target.display());
+    }
+    store.forget_mount(&target.display().to_string())?;
+    let mut removed = String::new();
+    if args.rm {
+        if let Some(key) = record.as_ref().and_then(|r| r.key.clone()) {
+            store.remove(&key)?;
+            removed = format!("; removed writable layer {key}");
+        }
+    }
+    println!("unmounted {}{removed}", target.display());
+    Ok(())
+}
+
+/// What strata has mounted.
+#[derive(Debug, clap::Args)]
+pub struct PsArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+pub fn ps(args: PsArgs) -> anyhow::Result<()> {
+    let store = args.root.open()?;
+    let mut out = io::stdout().lock();
+    let rows: Vec<_> = store
+        .mount_records()?
+        .into_iter()
+        .map(|m| {
+            let usage = m.key.as_deref().and_then(|k| store.usage(k).ok());
+            let live = is_mount_point(Path::new(&m.target));
+            (m, usage, live)
+        })
+        .collect();
+    if args.json {
+        let list: Vec<_> = rows
+            .iter()
+            .map(|(m, u, live)| json!({"target": m.target, "image": m.image, "driver": m.driver, "writable_layer": m.key,
+                "read_only": m.read_only, "upper_bytes": u.map(|u| u.bytes), "upper_inodes": u.map(|u| u.inodes), "mounted": live}))
+            .collect();
+        writeln!(out, "{}", serde_json::Value::Array(list))?;
+        return Ok(());
+    }
+    writeln!(out, "{:<36} {:<24} {:<8} {:>12} STATE", "TARGET", "IMAGE", "DRIVER", "UPPER")?;
+    for (m, u, live) in rows {
+        let upper = u.map_or_else(|| "-".to_owned(), |u| format!("{:.1} MB", u.bytes as f64 / 1e6));
+        writeln!(
+            out,
+            "{:<36} {:<24} {:<8} {:>12} {}",
+            m.target,
+            m.image,
+            m.driver,
+            upper,
+            if live { "mounted" } else { "gone (strata umount to forget it)" }
+        )?;
+    }
+    Ok(())
+}
+
+/// Show what this host supports for mounts.
+#[derive(Debug, clap::Args)]
+pub struct InfoArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    root: RootArgs,
+}
+
+pub fn info(args: InfoArgs) -> anyhow::Result<()> {
+    let root = args.root.path()?;
+    std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
+    let h = HostFeatures::probe(&root);
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({"kernel": h.kernel, "overlay": h.overlay, "new_mount_api": h.new_mount_api, "lowerdir_plus": h.lowerdir_plus,
+            "userxattr": h.userxattr, "root": h.root, "store_root": root.display().to_string(), "store_d_type": h.d_type,
+            "store_trusted_xattrs": h.trusted_xattrs, "store_user_xattrs": h.user_xattrs})
+        )?;
+        return Ok(());
+    }
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    let rows = [
+        ("kernel", h.kernel.clone()),
+        ("overlayfs", yes(h.overlay).into()),
+        ("new mount API (fsopen)", yes(h.new_mount_api).into()),
+        ("lowerdir+ (500 layers, no page limit)", yes(h.lowerdir_plus).into()),
+        ("userxattr (rootless overlay)", yes(h.userxattr).into()),
+        ("running as root", yes(h.root).into()),
+        ("store root", root.display().to_string()),
+        ("store fs: d_type", yes(h.d_type).into()),
+        ("store fs: trusted.* xattrs", yes(h.trusted_xattrs).into()),
+        ("store fs: user.* xattrs", yes(h.user_xattrs).into()),
+    ];
+    for (k, v) in rows {
+        writeln!(out, "{k:<40} {v}")?;
+    }
+    Ok(())
+}

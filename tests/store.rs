@@ -272,7 +272,8 @@ fn four_processes_unpack_one_image_into_one_root() {
     let children: Vec<_> = (0..4).map(|_| strata_unpack(&root, &image).spawn().expect("spawn")).collect();
     for child in children {
         let out = child.wait_with_output().expect("wait");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let stderr = String::from_utf8_lossy(&out.stderr).replace('\n', " | ");
+        assert!(out.status.success(), "a concurrent unpack failed: {stderr}");
     }
     let store = Store::open(&root).expect("open");
     assert_eq!(store.walk().expect("walk").len(), blobs.len(), "one snapshot per chain");

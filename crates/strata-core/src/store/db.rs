@@ -57,11 +57,27 @@ pub(crate) fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
 pub(crate) fn open(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(err("open"))?;
     conn.busy_timeout(Duration::from_secs(120)).map_err(err("set busy timeout"))?;
-    conn.pragma_update(None, "journal_mode", "WAL").map_err(err("enable WAL"))?;
+    // Switching a new database to WAL needs it to itself for a moment, and SQLite may
+    // answer BUSY without waiting when several processes create the store at once.
+    retry_busy(|| conn.pragma_update(None, "journal_mode", "WAL")).map_err(err("enable WAL"))?;
     conn.pragma_update(None, "synchronous", "FULL").map_err(err("set synchronous"))?;
     conn.pragma_update(None, "foreign_keys", "ON").map_err(err("enable foreign keys"))?;
-    conn.execute_batch(SCHEMA).map_err(err("create schema"))?;
+    retry_busy(|| conn.execute_batch(SCHEMA)).map_err(err("create schema"))?;
     Ok(conn)
+}
+
+fn retry_busy<T>(mut f: impl FnMut() -> rusqlite::Result<T>) -> rusqlite::Result<T> {
+    let mut delay = Duration::from_millis(5);
+    for _ in 0..40 {
+        match f() {
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::DatabaseBusy => {
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_millis(500));
+            }
+            other => return other,
+        }
+    }
+    f()
 }
 
 /// A row of `snapshots`, with the dir name.

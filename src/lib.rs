@@ -13,3 +13,4 @@
 
 pub use strata_core as core;
 pub use strata_image as image;
+pub use strata_overlay as overlay;

@@ -114,3 +114,26 @@ fn shipped_demo_layer_is_what_the_generator_writes_and_applies() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(std::fs::read_to_string(target.join("etc/motd")).expect("motd").contains("strata"));
 }
+
+#[test]
+fn shipped_demo_image_is_what_the_generator_writes() {
+    #[path = "../examples/make_demo_image.rs"]
+    mod demo;
+    let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/image"));
+    let files = demo::demo_image().expect("generate");
+    for (path, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(root.join(path)).expect("shipped file"),
+            bytes,
+            "{path}: run `cargo run --example make_demo_image` and commit"
+        );
+    }
+    let shipped =
+        walkdir::WalkDir::new(root).into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file())).count();
+    assert_eq!(shipped, files.len(), "demo/image holds files the generator does not write");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out =
+        strata(&["unpack", root.to_str().expect("utf-8"), "--to", dir.path().join("r").to_str().expect("utf-8")], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(!dir.path().join("r/etc/motd").exists(), "layer 2 whites out etc/motd");
+}

@@ -6,6 +6,7 @@ mod cli;
 mod formats;
 mod hostile;
 mod images;
+mod mount;
 mod mutation;
 mod overlay_form;
 mod privileged;

@@ -124,6 +124,7 @@ pub struct MountGuard(pub PathBuf);
 
 impl Drop for MountGuard {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ =
+            std::process::Command::new("umount").arg("-l").arg(&self.0).stderr(std::process::Stdio::null()).status();
     }
 }

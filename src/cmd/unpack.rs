@@ -244,12 +244,16 @@ pub fn store_image(
     if let Some(jobs) = jobs {
         options.jobs = usize::from(jobs);
     }
+    let reused = std::sync::atomic::AtomicUsize::new(0);
     let on_event = |event: LayerEvent<'_>| {
         if quiet {
             return;
         }
         match event {
-            LayerEvent::Reused { index, chain } => eprintln!("layer {}/{total} {chain} reused", index + 1),
+            // One line for all of them at the end: a 200-layer image reused is not news.
+            LayerEvent::Reused { .. } => {
+                reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
             LayerEvent::Started { .. } => {}
             LayerEvent::Committed { index, chain, report } => eprintln!(
                 "layer {}/{total} {chain} unpacked ({}) {:.1} MB, {} entries, {:.2} s ({:.0} MB/s)",
@@ -265,6 +269,10 @@ pub fn store_image(
     let outcome = store.unpack(&specs, options, &on_event).with_context(|| {
         format!("unpacking {} ({}) into {}", image.name, image.source_path().display(), store.root().display())
     })?;
+    let reused = reused.into_inner();
+    if reused > 0 {
+        eprintln!("{reused} of {total} layers already in the store");
+    }
     store.record_image(&ImageRecord {
         name: name.to_owned(),
         manifest_digest: image.manifest_digest.as_ref().map(ToString::to_string),

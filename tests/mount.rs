@@ -212,3 +212,39 @@ fn privileged_mount_refuses_a_busy_target_and_non_root() {
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("needs root"), "{stderr}");
 }
+
+#[test]
+fn privileged_single_layer_images_bind_mount_and_kernel_errors_are_explained() {
+    if !require_privileged("privileged_single_layer_images_bind_mount_and_kernel_errors_are_explained") {
+        return;
+    }
+    let f = Fixture::new(&[Blob::gzip(layer(&[(Entry::file("only", 0o644), b"one layer")]))]);
+    let (out, _guard) = f.mount("ro", &["--read-only"]);
+    assert!(ok(&out).contains("bind mount"), "one read-only layer is a bind mount");
+    assert_eq!(std::fs::read(f.path("ro/only")).expect("read"), b"one layer");
+    assert_eq!(std::fs::write(f.path("ro/x"), b"x").expect_err("read-only").raw_os_error(), Some(30));
+
+    // A missing lower dir names the dir; the kernel's own reason reaches the user when
+    // overlayfs logs one (here: upper and work dirs that are the same directory).
+    use strata::overlay::{KernelMounter, MountPlan, Mounter};
+    let target = f.path("bad");
+    std::fs::create_dir(&target).expect("mkdir");
+    let _g = MountGuard(target.clone());
+    let plan =
+        MountPlan::Overlay { lowers: vec![f.path("missing-a"), f.path("missing-b")], upper: None, options: vec![] };
+    let msg = KernelMounter.mount(&plan, &target).expect_err("missing lowers").to_string();
+    assert!(msg.contains("fsconfig lowerdir+") && msg.contains("missing-a"), "{msg}");
+    for d in ["l1", "l2"] {
+        std::fs::create_dir(f.path(d)).expect("mkdir");
+    }
+    let plan = MountPlan::Overlay {
+        lowers: vec![f.path("l1"), f.path("l2")],
+        upper: None,
+        options: vec![("redirect_dir".into(), Some("bogus".into()))],
+    };
+    let msg = KernelMounter.mount(&plan, &target).expect_err("bad option").to_string();
+    assert!(
+        msg.contains("(kernel: overlay: Bad value for 'redirect_dir')"),
+        "the fs-context log is in the error: {msg}"
+    );
+}

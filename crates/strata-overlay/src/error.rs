@@ -43,7 +43,12 @@ pub enum Error {
 }
 
 fn kernel_log(lines: &[String]) -> String {
-    if lines.is_empty() { String::new() } else { format!(" (kernel: {})", lines.join("; ")) }
+    if lines.is_empty() {
+        // overlayfs logs many refusals only to the kernel log.
+        " (dmesg may say why)".to_owned()
+    } else {
+        format!(" (kernel: {})", lines.join("; "))
+    }
 }
 
 /// Shorthand for results of this crate.

@@ -46,8 +46,14 @@ fn kernel_log(fs: BorrowedFd<'_>) -> Vec<String> {
         if n == 0 {
             break;
         }
+        // Each message starts with its level: "e ", "w " or "i ".
         let line = String::from_utf8_lossy(&buf[..n]);
-        lines.push(line.trim_start_matches(['e', 'w', 'i']).trim().to_owned());
+        let text = line
+            .strip_prefix("e ")
+            .or_else(|| line.strip_prefix("w "))
+            .or_else(|| line.strip_prefix("i "))
+            .unwrap_or(&line);
+        lines.push(text.trim().to_owned());
     }
     lines
 }

@@ -246,6 +246,12 @@ impl Store {
                     reason: format!("has {} child snapshot(s), e.g. {:?}", children.len(), children[0]),
                 });
             }
+            if let Some(m) = db::mounts(tx)?.into_iter().find(|m| m.key.as_deref() == Some(key)) {
+                return Err(Error::Snapshot {
+                    key: key.to_owned(),
+                    reason: format!("is mounted at {}; unmount it first", m.target),
+                });
+            }
             if let Some(image) = db::images(tx)?.into_iter().find(|i| i.top_chain.as_deref() == Some(key)) {
                 return Err(Error::Snapshot {
                     key: key.to_owned(),

@@ -10,7 +10,7 @@
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use strata::core::{ApplyBuilder, Mode};
 
-#[path = "workload.rs"]
+#[path = "../src/cmd/bench/workload.rs"]
 mod workload;
 
 fn apply(c: &mut Criterion) {

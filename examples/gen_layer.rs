@@ -8,7 +8,7 @@
 //! Arguments: shape (`small` files or `large` files), size in MiB of file data, output
 //! path prefix.
 
-#[path = "../benches/workload.rs"]
+#[path = "../src/cmd/bench/workload.rs"]
 mod workload;
 
 fn main() -> std::io::Result<()> {

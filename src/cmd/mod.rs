@@ -1,6 +1,7 @@
 //! Subcommands.
 
 mod apply;
+mod bench;
 mod images;
 mod mount;
 mod progress;
@@ -31,6 +32,8 @@ pub enum Command {
     Ps(mount::PsArgs),
     /// Show what this host supports for mounts.
     Info(mount::InfoArgs),
+    /// Benchmark strata against the tools people use today, side by side.
+    Bench(bench::BenchArgs),
 }
 
 impl Command {
@@ -47,6 +50,7 @@ impl Command {
             Command::Umount(args) => mount::umount(args),
             Command::Ps(args) => mount::ps(args),
             Command::Info(args) => mount::info(args),
+            Command::Bench(args) => bench::run(args),
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Deterministic, realistic-looking layers for benchmarks: generated from a seed, so
 //! every run and every peer sees the same bytes.
 //!
-//! Shared by `benches/apply.rs` and `examples/gen_layer.rs` (via `#[path]`).
+//! Used by `strata bench`, and shared with `benches/apply.rs` and `examples/gen_layer.rs`
+//! (via `#[path]`).
 
 #![allow(dead_code)]
 
@@ -57,10 +58,19 @@ fn content(rng: &mut Rng, len: usize, out: &mut Vec<u8>) {
     out.truncate(len);
 }
 
-/// A plain tar layer of about `bytes` bytes of file data.
+/// A plain tar layer of about `bytes` bytes of file data under `usr/lib`.
 pub fn layer(shape: Shape, bytes: u64, seed: u64) -> Vec<u8> {
+    layer_under(shape, bytes, seed, "usr/lib", &[])
+}
+
+/// A plain tar layer of about `bytes` bytes of file data under `root`, preceded by
+/// `extra` entries (whiteouts, opaque markers).
+pub fn layer_under(shape: Shape, bytes: u64, seed: u64, root: &str, extra: &[Entry]) -> Vec<u8> {
     let mut rng = Rng(seed);
     let mut tar = Builder::new(Vec::with_capacity(bytes as usize + bytes as usize / 8));
+    for entry in extra {
+        tar.append(entry, b"").expect("write to a Vec");
+    }
     let mut data = Vec::new();
     let mut written = 0u64;
     let mut dirs: Vec<String> = Vec::new();
@@ -82,7 +92,7 @@ pub fn layer(shape: Shape, bytes: u64, seed: u64) -> Vec<u8> {
             left_in_dir = 1 + rng.below(40);
             if dirs.is_empty() || rng.below(2) == 0 {
                 let parent = if dirs.is_empty() || rng.below(3) == 0 {
-                    "usr/lib".to_owned()
+                    root.to_owned()
                 } else {
                     dirs[rng.below(dirs.len() as u64) as usize].clone()
                 };
@@ -106,6 +116,20 @@ pub fn layer(shape: Shape, bytes: u64, seed: u64) -> Vec<u8> {
         written += size as u64;
     }
     tar.finish().expect("write to a Vec")
+}
+
+/// A realistic image of about `bytes` of file data, as plain tars bottom first: a base
+/// of many small files (60%), a layer of large files (30%), and a top layer of small
+/// files (10%) that whites out a base file and a base directory and makes another base
+/// directory opaque.
+pub fn image(bytes: u64, seed: u64) -> Vec<Vec<u8>> {
+    let top_changes =
+        [Entry::whiteout("usr/lib/d0/file0.so"), Entry::whiteout("usr/lib/d2"), Entry::opaque("usr/lib/d1")];
+    vec![
+        layer_under(Shape::SmallFiles, bytes * 6 / 10, seed, "usr/lib", &[]),
+        layer_under(Shape::LargeFiles, bytes * 3 / 10, seed + 1, "opt/models", &[]),
+        layer_under(Shape::SmallFiles, bytes / 10, seed + 2, "usr/share", &top_changes),
+    ]
 }
 
 /// gzip at the level `docker push` / containerd use (default, 6).

@@ -1,0 +1,348 @@
+//! `strata bench`: strata side by side with the tools people use today, on the same
+//! bytes, in one run, reported as ratios.
+
+mod report;
+mod runner;
+pub mod workload;
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context as _, bail};
+use serde_json::json;
+use strata_core::{Compression, Digest};
+use strata_image::{Image, Selector};
+
+use runner::Tool;
+
+/// Benchmark strata against the tools people use today.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum BenchCommand {
+    /// Unpacking an image: strata (store and flattened) vs GNU tar with gzip, pigz and
+    /// zstd per layer and `umoci unpack`, plus the limits (decompression alone,
+    /// extraction of already-decompressed tars).
+    Unpack(UnpackBench),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  strata bench unpack                      # a generated 256 MB, 3-layer image\n  strata bench unpack --size 1024 --runs 5 --svg unpack.svg\n  strata bench unpack alpine.tar --json    # your own image (OCI layout or docker save)"
+)]
+struct UnpackBench {
+    /// Your image (OCI layout or docker-save archive); default: a generated one.
+    image: Option<PathBuf>,
+    /// Size in MB of file data in the generated image (3 layers with whiteouts and an
+    /// opaque dir: many small files, a few large ones, small changes on top).
+    #[arg(long, default_value_t = 256)]
+    size: u64,
+    /// Seed of the generated image (same seed, same bytes).
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Measured rounds per tool (after one warm-up each); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// `--jobs` for strata's store unpack [default: the number of CPUs].
+    #[arg(long)]
+    jobs: Option<u16>,
+    /// Drop the page cache before every run (root only): cold-cache numbers.
+    #[arg(long)]
+    drop_caches: bool,
+    /// Where to put the workload and scratch dirs [default: $TMPDIR]; use a path on the
+    /// filesystem you care about (tmpfs measures the CPU side only).
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Also write an SVG bar chart of MB/s here.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    match args.command {
+        BenchCommand::Unpack(args) => unpack(args),
+    }
+}
+
+/// The bench's files: one OCI layout per codec, and the layers as separate files.
+struct Workload {
+    layouts: Vec<(&'static str, PathBuf)>,
+    gz: Vec<PathBuf>,
+    zst: Vec<PathBuf>,
+    tar: Vec<PathBuf>,
+    bytes: u64,
+    description: serde_json::Value,
+}
+
+fn unpack(args: UnpackBench) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let work = tempfile_dir(&base)?;
+    let result = (|| {
+        let say = |msg: &str| {
+            if !args.json {
+                eprintln!("bench: {msg}");
+            }
+        };
+        say("preparing the workload");
+        let workload = prepare(&args, &work.0)?;
+        let (tools, skipped) = tools(&args, &workload)?;
+        let results = runner::run_all(&tools, args.runs, &work.0.join("scratch"), args.drop_caches, &say)?;
+        if let Some(svg) = &args.svg {
+            let title = format!(
+                "strata bench unpack: MB/s of uncompressed layers ({} MB), median of {}",
+                workload.bytes / 1_000_000,
+                args.runs
+            );
+            std::fs::write(svg, report::svg(&results, &title)).with_context(|| format!("writing {}", svg.display()))?;
+        }
+        let mut out = io::stdout().lock();
+        if args.json {
+            writeln!(out, "{}", report::json(&results, &skipped, workload.description.clone()))?;
+        } else {
+            writeln!(out, "{}", report::table(&results, &skipped))?;
+            writeln!(out, "workload: {}", workload.description)?;
+        }
+        Ok(())
+    })();
+    drop(work);
+    result
+}
+
+/// A temporary dir removed on drop.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn tempfile_dir(base: &Path) -> anyhow::Result<TempDir> {
+    let dir = base.join(format!("strata-bench-{}", std::process::id()));
+    std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(TempDir(dir))
+}
+
+fn prepare(args: &UnpackBench, work: &Path) -> anyhow::Result<Workload> {
+    let (tars, source) = match &args.image {
+        None => (
+            workload::image(args.size * 1_000_000, args.seed),
+            json!({"generated": {"size_mb": args.size, "seed": args.seed}}),
+        ),
+        Some(path) => {
+            let image = Image::open(path, &Selector::default())?;
+            let mut tars = Vec::new();
+            for layer in &image.layers {
+                let mut blob = Vec::new();
+                image.open_layer(layer)?.read_to_end(&mut blob)?;
+                tars.push(decompress(&blob)?);
+            }
+            (tars, json!({"image": path.display().to_string(), "name": image.name}))
+        }
+    };
+    let dir = work.join("layers");
+    std::fs::create_dir_all(&dir)?;
+    let (mut gz, mut zst, mut tar) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, t) in tars.iter().enumerate() {
+        let write = |ext: &str, bytes: &[u8]| -> anyhow::Result<PathBuf> {
+            let p = dir.join(format!("{i}.{ext}"));
+            std::fs::write(&p, bytes)?;
+            Ok(p)
+        };
+        tar.push(write("tar", t)?);
+        gz.push(write("tar.gz", &workload::gzip(t))?);
+        zst.push(write("tar.zst", &workload::zstd(t))?);
+    }
+    let layouts = vec![
+        ("gzip", write_layout(&work.join("image-gzip"), &tars, &gz, "application/vnd.oci.image.layer.v1.tar+gzip")?),
+        ("zstd", write_layout(&work.join("image-zstd"), &tars, &zst, "application/vnd.oci.image.layer.v1.tar+zstd")?),
+    ];
+    let bytes: u64 = tars.iter().map(|t| t.len() as u64).sum();
+    let entries = tars.iter().map(|t| count_entries(t)).sum::<usize>();
+    let description = json!({"source": source, "layers": tars.len(), "uncompressed_bytes": bytes, "entries": entries,
+        "dir": work.display().to_string(), "runs": args.runs, "drop_caches": args.drop_caches});
+    Ok(Workload { layouts, gz, zst, tar, bytes, description })
+}
+
+fn decompress(blob: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    match Compression::sniff(blob) {
+        Compression::Gzip => flate2::read::MultiGzDecoder::new(blob).read_to_end(&mut out)?,
+        Compression::Zstd => zstd::stream::read::Decoder::new(blob)?.read_to_end(&mut out)?,
+        _ => return Ok(blob.to_vec()),
+    };
+    Ok(out)
+}
+
+fn count_entries(tar: &[u8]) -> usize {
+    let mut reader = strata_core::tar::Reader::new(tar, "plain");
+    let mut n = 0;
+    while let Ok(Some(_)) = reader.next_entry() {
+        n += 1;
+    }
+    n
+}
+
+/// An OCI layout (tag `bench`) over already-written layer blobs.
+fn write_layout(dir: &Path, tars: &[Vec<u8>], blobs: &[PathBuf], media_type: &str) -> anyhow::Result<PathBuf> {
+    let blob_dir = dir.join("blobs/sha256");
+    std::fs::create_dir_all(&blob_dir)?;
+    let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
+        let d = Digest::of(bytes);
+        std::fs::write(blob_dir.join(d.hex()), bytes)?;
+        Ok((d.to_string(), bytes.len()))
+    };
+    let mut layers = Vec::new();
+    for path in blobs {
+        let (digest, size) = put(&std::fs::read(path)?)?;
+        layers.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
+    }
+    let diff_ids: Vec<String> = tars.iter().map(|t| Digest::of(t).to_string()).collect();
+    let arch = strata_image::Platform::host().arch;
+    let (config, config_size) = put(&serde_json::to_vec(
+        &json!({"architecture": arch, "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}),
+    )?)?;
+    let (manifest, manifest_size) = put(&serde_json::to_vec(
+        &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size}, "layers": layers}),
+    )?)?;
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(
+            &json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}),
+        )?,
+    )?;
+    Ok(dir.to_owned())
+}
+
+fn installed(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
+}
+
+/// `sh -c 'for f; do ...; done'` over layer files, extracting into `<scratch>/rootfs`.
+fn per_layer(script: &'static str, files: &[PathBuf]) -> Box<dyn Fn(&Path) -> Command> {
+    let files = files.to_vec();
+    Box::new(move |scratch: &Path| {
+        let rootfs = scratch.join("rootfs");
+        let _ = std::fs::create_dir_all(&rootfs);
+        let mut c = Command::new("sh");
+        c.arg("-c").arg(format!("set -e; d=\"$0\"; for f in \"$@\"; do {script}; done")).arg(rootfs).args(&files);
+        c
+    })
+}
+
+/// A peer that is not installed, and why it was skipped.
+type Skipped = (String, String);
+
+fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Skipped>)> {
+    let exe = std::env::current_exe().context("locating the strata binary")?;
+    let jobs = args.jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), usize::from);
+    let mut tools = Vec::new();
+    let mut skipped = Vec::new();
+    for (codec, layout) in &w.layouts {
+        let to = format!("strata unpack --to ({codec})");
+        let (exe2, layout2) = (exe.clone(), layout.clone());
+        tools.push(Tool {
+            name: format!("strata unpack --jobs {jobs} ({codec})"),
+            pair: format!("strata unpack --jobs {jobs} ({codec})"),
+            bytes: w.bytes,
+            command: Box::new(move |scratch: &Path| {
+                let mut c = Command::new(&exe2);
+                c.args(["unpack", "--jobs", &jobs.to_string(), "--root"]).arg(scratch.join("root")).arg(&layout2);
+                c
+            }),
+        });
+        let (exe3, layout3) = (exe.clone(), layout.clone());
+        tools.push(Tool {
+            name: to.clone(),
+            pair: to.clone(),
+            bytes: w.bytes,
+            command: Box::new(move |scratch: &Path| {
+                let mut c = Command::new(&exe3);
+                c.arg("unpack").arg(&layout3).arg("--to").arg(scratch.join("rootfs"));
+                c
+            }),
+        });
+        let mut peer =
+            |name: String, programs: &[&str], package: &str, command: Box<dyn Fn(&Path) -> Command>| match programs
+                .iter()
+                .find(|p| !installed(p))
+            {
+                Some(missing) => skipped.push((name, format!("{missing} not installed (apt install {package})"))),
+                None => tools.push(Tool { name, pair: to.clone(), bytes: w.bytes, command }),
+            };
+        if *codec == "gzip" {
+            peer(
+                "tar -xzf, per layer (gzip)".into(),
+                &["tar", "gzip"],
+                "tar gzip",
+                per_layer("tar -xzf \"$f\" -C \"$d\"", &w.gz),
+            );
+            peer(
+                "tar -I pigz -xf, per layer (gzip)".into(),
+                &["tar", "pigz"],
+                "pigz",
+                per_layer("tar -I pigz -xf \"$f\" -C \"$d\"", &w.gz),
+            );
+            let layout4 = layout.clone();
+            peer(
+                "umoci unpack (gzip)".into(),
+                &["umoci"],
+                "umoci",
+                Box::new(move |scratch: &Path| {
+                    let mut c = Command::new("umoci");
+                    c.arg("unpack")
+                        .arg("--image")
+                        .arg(format!("{}:bench", layout4.display()))
+                        .arg(scratch.join("bundle"));
+                    c
+                }),
+            );
+            peer(
+                "limit: gzip -dc > /dev/null".into(),
+                &["gzip"],
+                "gzip",
+                per_layer("gzip -dc \"$f\" > /dev/null", &w.gz),
+            );
+        } else {
+            peer(
+                "tar --zstd -xf, per layer (zstd)".into(),
+                &["tar", "zstd"],
+                "tar zstd",
+                per_layer("tar --zstd -xf \"$f\" -C \"$d\"", &w.zst),
+            );
+            peer(
+                "limit: zstd -dc > /dev/null".into(),
+                &["zstd"],
+                "zstd",
+                per_layer("zstd -qdc \"$f\" > /dev/null", &w.zst),
+            );
+        }
+    }
+    let first = format!("strata unpack --to ({})", w.layouts[0].0);
+    tools.push(Tool {
+        name: "limit: tar -xf of decompressed tars".into(),
+        pair: first,
+        bytes: w.bytes,
+        command: per_layer("tar -xf \"$f\" -C \"$d\"", &w.tar),
+    });
+    skipped.push((
+        "containerd (ctr import + overlayfs unpack)".into(),
+        "not wired into strata bench yet (needs a private containerd on a private socket)".into(),
+    ));
+    Ok((tools, skipped))
+}

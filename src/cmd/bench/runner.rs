@@ -1,0 +1,127 @@
+//! Timing commands fairly: warm-up, alternating rounds, medians, peak RSS.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, bail};
+
+/// One contender: a command run fresh each time in an empty scratch dir.
+pub struct Tool {
+    /// Row label.
+    pub name: String,
+    /// Which strata row it is compared with (its own name for strata rows).
+    pub pair: String,
+    /// Uncompressed bytes it processes (for MB/s).
+    pub bytes: u64,
+    /// Builds the command; given a fresh, empty scratch dir it may write under.
+    pub command: Box<dyn Fn(&Path) -> Command>,
+}
+
+/// Measurements of one tool.
+#[derive(Debug, Clone)]
+pub struct Measured {
+    pub name: String,
+    pub pair: String,
+    pub bytes: u64,
+    pub seconds: Vec<f64>,
+    pub peak_rss_kb: Option<u64>,
+}
+
+impl Measured {
+    pub fn median(&self) -> f64 {
+        let mut s = self.seconds.clone();
+        s.sort_by(f64::total_cmp);
+        s.get(s.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    pub fn min(&self) -> f64 {
+        self.seconds.iter().copied().fold(f64::INFINITY, f64::min)
+    }
+    pub fn max(&self) -> f64 {
+        self.seconds.iter().copied().fold(0.0, f64::max)
+    }
+}
+
+/// Runs every tool once to warm caches, then `runs` rounds in alternating order
+/// (A B C, then C B A, ...), each in a fresh scratch dir under `work`, `sync` included in
+/// the time. With `drop_caches`, the page cache is dropped before every run.
+pub fn run_all(
+    tools: &[Tool],
+    runs: usize,
+    work: &Path,
+    drop_caches: bool,
+    progress: &dyn Fn(&str),
+) -> anyhow::Result<Vec<Measured>> {
+    let gnu_time = Path::new("/usr/bin/time").exists();
+    let mut results: Vec<Measured> = tools
+        .iter()
+        .map(|t| Measured {
+            name: t.name.clone(),
+            pair: t.pair.clone(),
+            bytes: t.bytes,
+            seconds: Vec::new(),
+            peak_rss_kb: None,
+        })
+        .collect();
+    for (i, tool) in tools.iter().enumerate() {
+        progress(&format!("warm-up: {}", tool.name));
+        run_once(tool, &scratch(work, i)?, false, gnu_time).with_context(|| format!("warm-up run of {}", tool.name))?;
+    }
+    for round in 0..runs {
+        let order: Vec<usize> =
+            if round % 2 == 0 { (0..tools.len()).collect() } else { (0..tools.len()).rev().collect() };
+        for i in order {
+            progress(&format!("round {}/{runs}: {}", round + 1, tools[i].name));
+            let (secs, rss) = run_once(&tools[i], &scratch(work, i)?, drop_caches, gnu_time)
+                .with_context(|| format!("run {} of {}", round + 1, tools[i].name))?;
+            results[i].seconds.push(secs);
+            results[i].peak_rss_kb = results[i].peak_rss_kb.max(rss);
+        }
+    }
+    Ok(results)
+}
+
+fn scratch(work: &Path, i: usize) -> anyhow::Result<PathBuf> {
+    let dir = work.join(format!("run-{i}"));
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir).with_context(|| format!("clearing {}", dir.display()))?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
+}
+
+fn run_once(tool: &Tool, scratch: &Path, drop_caches: bool, gnu_time: bool) -> anyhow::Result<(f64, Option<u64>)> {
+    sync();
+    if drop_caches {
+        std::fs::write("/proc/sys/vm/drop_caches", b"3").context("dropping the page cache (needs root)")?;
+    }
+    let mut cmd = tool.command.as_ref()(scratch);
+    let rss_file = scratch.with_extension("rss");
+    if gnu_time {
+        let mut wrapped = Command::new("/usr/bin/time");
+        wrapped.args(["-f", "%M", "-o"]).arg(&rss_file).arg(cmd.get_program()).args(cmd.get_args());
+        if let Some(dir) = cmd.get_current_dir() {
+            wrapped.current_dir(dir);
+        }
+        cmd = wrapped;
+    }
+    let started = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("starting {}", tool.name))?;
+    sync();
+    let secs = started.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!("{} failed: {}", tool.name, String::from_utf8_lossy(&out.stderr).trim());
+    }
+    let rss =
+        std::fs::read_to_string(&rss_file).ok().and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
+    Ok((secs, rss))
+}
+
+fn sync() {
+    rustix::fs::sync();
+}

@@ -1,0 +1,35 @@
+//! `strata bench` runs end to end on a tiny workload (a smoke test of the command; the
+//! numbers are not asserted: timing belongs in benchmarks, never in tests).
+
+use std::process::Command;
+
+#[test]
+fn bench_unpack_smoke() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let svg = dir.path().join("chart.svg");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "unpack", "--size", "2", "--runs", "1", "--json", "--dir"])
+        .arg(dir.path())
+        .arg("--svg")
+        .arg(&svg)
+        .output()
+        .expect("run strata bench");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let results = report["results"].as_array().expect("results");
+    let names: Vec<&str> = results.iter().filter_map(|r| r["tool"].as_str()).collect();
+    for want in ["strata unpack --to (gzip)", "strata unpack --to (zstd)", "limit: tar -xf of decompressed tars"] {
+        assert!(names.contains(&want), "{want} missing from {names:?}");
+    }
+    for r in results {
+        assert_eq!(r["seconds"].as_array().map(Vec::len), Some(1), "{r}");
+        assert!(r["median_seconds"].as_f64().is_some_and(|s| s > 0.0), "{r}");
+    }
+    assert_eq!(report["workload"]["layers"], 3);
+    for s in report["skipped"].as_array().expect("skipped") {
+        assert!(s["why"].as_str().is_some_and(|w| !w.is_empty()), "a skipped peer says why: {s}");
+    }
+    assert!(std::fs::read_to_string(&svg).expect("chart").starts_with("<svg"));
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("chart.svg")], "the bench cleans up its workload");
+}

@@ -32,6 +32,17 @@ fn hashing(c: &mut Criterion) {
     group.finish();
 }
 
+/// The generated bench image as (plain tar, gzip blob) per layer.
+fn gzip_image(bytes: u64, seed: u64) -> Vec<(Vec<u8>, Vec<u8>)> {
+    workload::image(bytes, seed)
+        .into_iter()
+        .map(|t| {
+            let gz = workload::gzip(&t);
+            (t, gz)
+        })
+        .collect()
+}
+
 fn specs(blobs: &[(Vec<u8>, Vec<u8>)]) -> Vec<LayerSpec<'_>> {
     blobs
         .iter()
@@ -44,13 +55,7 @@ fn specs(blobs: &[(Vec<u8>, Vec<u8>)]) -> Vec<LayerSpec<'_>> {
 }
 
 fn unpack(c: &mut Criterion) {
-    let blobs: Vec<(Vec<u8>, Vec<u8>)> = workload::image(48_000_000, 7)
-        .into_iter()
-        .map(|t| {
-            let gz = workload::gzip(&t);
-            (t, gz)
-        })
-        .collect();
+    let blobs = gzip_image(48_000_000, 7);
     let bytes: u64 = blobs.iter().map(|(t, _)| t.len() as u64).sum();
     let mut group = c.benchmark_group("unpack");
     group.sample_size(10);
@@ -78,13 +83,7 @@ fn mount(c: &mut Criterion) {
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("store")).expect("store");
-    let blobs: Vec<(Vec<u8>, Vec<u8>)> = workload::image(3_000_000, 9)
-        .into_iter()
-        .map(|t| {
-            let gz = workload::gzip(&t);
-            (t, gz)
-        })
-        .collect();
+    let blobs = gzip_image(3_000_000, 9);
     let out = store.unpack(&specs(&blobs), UnpackOptions::default(), &|_| {}).expect("unpack");
     let top = out.chains.last().expect("layers").to_string();
     let spec = store.prepare("bench", Some(&top), Default::default()).expect("prepare");

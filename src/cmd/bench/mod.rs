@@ -1,6 +1,7 @@
 //! `strata bench`: strata side by side with the tools people use today, on the same
 //! bytes, in one run, reported as ratios.
 
+mod containerd;
 mod report;
 mod runner;
 pub mod workload;
@@ -75,6 +76,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// The bench's files: one OCI layout per codec, and the layers as separate files.
 struct Workload {
     layouts: Vec<(&'static str, PathBuf)>,
+    /// The gzip layout as an OCI archive (for `ctr images import`).
+    gzip_archive: PathBuf,
     gz: Vec<PathBuf>,
     zst: Vec<PathBuf>,
     tar: Vec<PathBuf>,
@@ -169,11 +172,16 @@ fn prepare(args: &UnpackBench, work: &Path) -> anyhow::Result<Workload> {
         ("gzip", write_layout(&work.join("image-gzip"), &tars, &gz, "application/vnd.oci.image.layer.v1.tar+gzip")?),
         ("zstd", write_layout(&work.join("image-zstd"), &tars, &zst, "application/vnd.oci.image.layer.v1.tar+zstd")?),
     ];
+    let gzip_archive = work.join("image-gzip.tar");
+    let status = Command::new("tar").arg("-C").arg(&layouts[0].1).arg("-cf").arg(&gzip_archive).arg(".").status();
+    if !status.is_ok_and(|s| s.success()) {
+        bail!("tar could not archive the gzip image layout");
+    }
     let bytes: u64 = tars.iter().map(|t| t.len() as u64).sum();
     let entries = tars.iter().map(|t| count_entries(t)).sum::<usize>();
     let description = json!({"source": source, "layers": tars.len(), "uncompressed_bytes": bytes, "entries": entries,
         "dir": work.display().to_string(), "runs": args.runs, "drop_caches": args.drop_caches});
-    Ok(Workload { layouts, gz, zst, tar, bytes, description })
+    Ok(Workload { layouts, gzip_archive, gz, zst, tar, bytes, description })
 }
 
 fn decompress(blob: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -195,7 +203,8 @@ fn count_entries(tar: &[u8]) -> usize {
     n
 }
 
-/// An OCI layout (tag `bench`) over already-written layer blobs.
+/// An OCI layout over already-written layer blobs, tagged `bench` (umoci's
+/// `--image dir:bench`) and named for containerd's import.
 fn write_layout(dir: &Path, tars: &[Vec<u8>], blobs: &[PathBuf], media_type: &str) -> anyhow::Result<PathBuf> {
     let blob_dir = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blob_dir)?;
@@ -223,7 +232,7 @@ fn write_layout(dir: &Path, tars: &[Vec<u8>], blobs: &[PathBuf], media_type: &st
         dir.join("index.json"),
         serde_json::to_vec(
             &json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "bench"}}]}),
+            "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "bench", "io.containerd.image.name": containerd::IMAGE}}]}),
         )?,
     )?;
     Ok(dir.to_owned())
@@ -260,6 +269,7 @@ fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Ski
             name: format!("strata unpack --jobs {jobs} ({codec})"),
             pair: format!("strata unpack --jobs {jobs} ({codec})"),
             bytes: w.bytes,
+            hooks: None,
             command: Box::new(move |scratch: &Path| {
                 let mut c = Command::new(&exe2);
                 c.args(["unpack", "--jobs", &jobs.to_string(), "--root"]).arg(scratch.join("root")).arg(&layout2);
@@ -271,6 +281,7 @@ fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Ski
             name: to.clone(),
             pair: to.clone(),
             bytes: w.bytes,
+            hooks: None,
             command: Box::new(move |scratch: &Path| {
                 let mut c = Command::new(&exe3);
                 c.arg("unpack").arg(&layout3).arg("--to").arg(scratch.join("rootfs"));
@@ -283,7 +294,7 @@ fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Ski
                 .find(|p| !installed(p))
             {
                 Some(missing) => skipped.push((name, format!("{missing} not installed (apt install {package})"))),
-                None => tools.push(Tool { name, pair: to.clone(), bytes: w.bytes, command }),
+                None => tools.push(Tool { name, pair: to.clone(), bytes: w.bytes, command, hooks: None }),
             };
         if *codec == "gzip" {
             peer(
@@ -339,10 +350,27 @@ fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Ski
         pair: first,
         bytes: w.bytes,
         command: per_layer("tar -xf \"$f\" -C \"$d\"", &w.tar),
+        hooks: None,
     });
-    skipped.push((
-        "containerd (ctr import + overlayfs unpack)".into(),
-        "not wired into strata bench yet (needs a private containerd on a private socket)".into(),
-    ));
+    let store_gzip = format!("strata unpack --jobs {jobs} (gzip)");
+    let ctd = "containerd: ctr images mount, overlayfs snapshotter (gzip)".to_owned();
+    match (["containerd", "ctr"].iter().find(|p| !installed(p)), rustix::process::geteuid().is_root()) {
+        (Some(missing), _) => skipped.push((ctd, format!("{missing} not installed (apt install containerd)"))),
+        (None, false) => skipped.push((ctd, "a private containerd needs root".into())),
+        (None, true) => tools.push(Tool {
+            name: ctd,
+            pair: store_gzip,
+            bytes: w.bytes,
+            command: Box::new(|scratch: &Path| {
+                let mut c = containerd::ctr(scratch);
+                c.args(["images", "mount", "--snapshotter", "overlayfs", containerd::IMAGE]).arg(scratch.join("mnt"));
+                c
+            }),
+            hooks: Some(Box::new(containerd::Daemon {
+                archive: w.gzip_archive.clone(),
+                child: std::sync::Mutex::new(None),
+            })),
+        }),
+    }
     Ok((tools, skipped))
 }

@@ -16,6 +16,16 @@ pub struct Tool {
     pub bytes: u64,
     /// Builds the command; given a fresh, empty scratch dir it may write under.
     pub command: Box<dyn Fn(&Path) -> Command>,
+    /// Untimed work before and after each run (a peer's daemon, say).
+    pub hooks: Option<Box<dyn RunHooks>>,
+}
+
+/// Untimed steps around a tool's timed command.
+pub trait RunHooks {
+    /// Before the timed command, in its scratch dir.
+    fn before(&self, scratch: &Path) -> anyhow::Result<()>;
+    /// After it (also after a failure).
+    fn after(&self, scratch: &Path);
 }
 
 /// Measurements of one tool.
@@ -95,6 +105,17 @@ fn run_once(tool: &Tool, scratch: &Path, drop_caches: bool, gnu_time: bool) -> a
     if drop_caches {
         std::fs::write("/proc/sys/vm/drop_caches", b"3").context("dropping the page cache (needs root)")?;
     }
+    if let Some(hooks) = &tool.hooks {
+        hooks.before(scratch)?;
+    }
+    let result = timed(tool, scratch, gnu_time);
+    if let Some(hooks) = &tool.hooks {
+        hooks.after(scratch);
+    }
+    result
+}
+
+fn timed(tool: &Tool, scratch: &Path, gnu_time: bool) -> anyhow::Result<(f64, Option<u64>)> {
     let mut cmd = tool.command.as_ref()(scratch);
     let rss_file = scratch.with_extension("rss");
     if gnu_time {

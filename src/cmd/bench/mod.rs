@@ -15,7 +15,7 @@ use serde_json::json;
 use strata_core::{Compression, Digest};
 use strata_image::{Image, Selector};
 
-use runner::Tool;
+use runner::{Skipped, Tool};
 
 /// Benchmark strata against the tools people use today.
 #[derive(Debug, clap::Args)]
@@ -100,8 +100,9 @@ fn unpack(args: UnpackBench) -> anyhow::Result<()> {
         };
         say("preparing the workload");
         let workload = prepare(&args, &work.0)?;
-        let (tools, skipped) = tools(&args, &workload)?;
-        let results = runner::run_all(&tools, args.runs, &work.0.join("scratch"), args.drop_caches, &say)?;
+        let (tools, mut skipped) = tools(&args, &workload)?;
+        let (results, failed) = runner::run_all(&tools, args.runs, &work.0.join("scratch"), args.drop_caches, &say)?;
+        skipped.extend(failed);
         if let Some(svg) = &args.svg {
             let title = format!(
                 "strata bench unpack: MB/s of uncompressed layers ({} MB), median of {}",
@@ -253,9 +254,6 @@ fn per_layer(script: &'static str, files: &[PathBuf]) -> Box<dyn Fn(&Path) -> Co
         c
     })
 }
-
-/// A peer that is not installed, and why it was skipped.
-type Skipped = (String, String);
 
 fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Skipped>)> {
     let exe = std::env::current_exe().context("locating the strata binary")?;

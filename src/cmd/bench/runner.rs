@@ -28,6 +28,9 @@ pub trait RunHooks {
     fn after(&self, scratch: &Path);
 }
 
+/// A tool left out of the results, and why (not installed, or failed its warm-up).
+pub type Skipped = (String, String);
+
 /// Measurements of one tool.
 #[derive(Debug, Clone)]
 pub struct Measured {
@@ -61,34 +64,42 @@ pub fn run_all(
     work: &Path,
     drop_caches: bool,
     progress: &dyn Fn(&str),
-) -> anyhow::Result<Vec<Measured>> {
+) -> anyhow::Result<(Vec<Measured>, Vec<Skipped>)> {
     let gnu_time = Path::new("/usr/bin/time").exists();
-    let mut results: Vec<Measured> = tools
+    // A peer that fails its warm-up is reported as failed, not fatal; strata must run.
+    let mut live = Vec::new();
+    let mut failed = Vec::new();
+    for (i, tool) in tools.iter().enumerate() {
+        progress(&format!("warm-up: {}", tool.name));
+        match run_once(tool, &scratch(work, i)?, false, gnu_time) {
+            Ok(_) => live.push(i),
+            Err(e) if !tool.name.starts_with("strata") => failed.push((tool.name.clone(), format!("failed: {e:#}"))),
+            Err(e) => return Err(e.context(format!("warm-up run of {}", tool.name))),
+        }
+    }
+    let mut results: Vec<Measured> = live
         .iter()
-        .map(|t| Measured {
-            name: t.name.clone(),
-            pair: t.pair.clone(),
-            bytes: t.bytes,
+        .map(|&i| Measured {
+            name: tools[i].name.clone(),
+            pair: tools[i].pair.clone(),
+            bytes: tools[i].bytes,
             seconds: Vec::new(),
             peak_rss_kb: None,
         })
         .collect();
-    for (i, tool) in tools.iter().enumerate() {
-        progress(&format!("warm-up: {}", tool.name));
-        run_once(tool, &scratch(work, i)?, false, gnu_time).with_context(|| format!("warm-up run of {}", tool.name))?;
-    }
     for round in 0..runs {
         let order: Vec<usize> =
-            if round % 2 == 0 { (0..tools.len()).collect() } else { (0..tools.len()).rev().collect() };
-        for i in order {
-            progress(&format!("round {}/{runs}: {}", round + 1, tools[i].name));
-            let (secs, rss) = run_once(&tools[i], &scratch(work, i)?, drop_caches, gnu_time)
-                .with_context(|| format!("run {} of {}", round + 1, tools[i].name))?;
-            results[i].seconds.push(secs);
-            results[i].peak_rss_kb = results[i].peak_rss_kb.max(rss);
+            if round % 2 == 0 { (0..live.len()).collect() } else { (0..live.len()).rev().collect() };
+        for slot in order {
+            let tool = &tools[live[slot]];
+            progress(&format!("round {}/{runs}: {}", round + 1, tool.name));
+            let (secs, rss) = run_once(tool, &scratch(work, live[slot])?, drop_caches, gnu_time)
+                .with_context(|| format!("run {} of {}", round + 1, tool.name))?;
+            results[slot].seconds.push(secs);
+            results[slot].peak_rss_kb = results[slot].peak_rss_kb.max(rss);
         }
     }
-    Ok(results)
+    Ok((results, failed))
 }
 
 fn scratch(work: &Path, i: usize) -> anyhow::Result<PathBuf> {

@@ -33,3 +33,29 @@ fn bench_unpack_smoke() {
     let leftovers: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").map(|e| e.expect("entry").file_name()).collect();
     assert_eq!(leftovers, [std::ffi::OsString::from("chart.svg")], "the bench cleans up its workload");
 }
+
+#[test]
+fn privileged_bench_mount_smoke() {
+    if !crate::util::require_privileged("privileged_bench_mount_smoke") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["bench", "mount", "--size", "4", "--runs", "1", "--json", "--dir"])
+        .arg(dir.path())
+        .output()
+        .expect("run strata bench mount");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let names: Vec<&str> =
+        report["results"].as_array().expect("results").iter().filter_map(|r| r["tool"].as_str()).collect();
+    for op in ["sequential read", "copy-up of large files", "metadata walk (ls -lR)", "small-file writes (tar -x)"] {
+        assert!(
+            names.contains(&format!("strata mount (kernel overlayfs): {op}").as_str()),
+            "{op} missing from {names:?}"
+        );
+    }
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    assert!(!mounts.contains(dir.path().to_str().expect("utf-8")), "the bench left a mount behind");
+    assert_eq!(std::fs::read_dir(dir.path()).expect("ls").count(), 0, "the bench cleans up its workload");
+}

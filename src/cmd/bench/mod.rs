@@ -2,6 +2,7 @@
 //! bytes, in one run, reported as ratios.
 
 mod containerd;
+mod mounts;
 mod report;
 mod runner;
 pub mod workload;
@@ -30,6 +31,36 @@ enum BenchCommand {
     /// zstd per layer and `umoci unpack`, plus the limits (decompression alone,
     /// extraction of already-decompressed tars).
     Unpack(UnpackBench),
+    /// Working through the mount: `strata mount`'s kernel overlayfs vs fuse-overlayfs on
+    /// the same layers — sequential read, copy-up of large files, a metadata walk,
+    /// small-file writes. Needs root.
+    Mount(MountBench),
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  sudo strata bench mount\n  sudo strata bench mount --size 1024 --runs 5 --json")]
+struct MountBench {
+    /// Size in MB of file data in the generated image the mounts serve.
+    #[arg(long, default_value_t = 256)]
+    size: u64,
+    /// Seed of the generated image.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Measured rounds per row (after one warm-up each); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Drop the page cache before every run (root only).
+    #[arg(long)]
+    drop_caches: bool,
+    /// Where to put the store and mounts [default: $TMPDIR].
+    #[arg(long, value_name = "DIR")]
+    dir: Option<PathBuf>,
+    /// Also write an SVG bar chart of MB/s here.
+    #[arg(long, value_name = "FILE")]
+    svg: Option<PathBuf>,
+    /// Print JSON instead of the table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -70,7 +101,69 @@ struct UnpackBench {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Unpack(args) => unpack(args),
+        BenchCommand::Mount(args) => mount(args),
     }
+}
+
+fn mount(args: MountBench) -> anyhow::Result<()> {
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&base)?;
+    let work = tempfile_dir(&base)?;
+    let say = |msg: &str| {
+        if !args.json {
+            eprintln!("bench: {msg}");
+        }
+    };
+    say("preparing the workload");
+    let tars = workload::image(args.size * 1_000_000, args.seed);
+    let layout = write_layout(
+        &work.0.join("image"),
+        &tars,
+        &{
+            let dir = work.0.join("layers");
+            std::fs::create_dir_all(&dir)?;
+            let mut files = Vec::new();
+            for (i, t) in tars.iter().enumerate() {
+                let p = dir.join(format!("{i}.tar.gz"));
+                std::fs::write(&p, workload::gzip(t))?;
+                files.push(p);
+            }
+            files
+        },
+        "application/vnd.oci.image.layer.v1.tar+gzip",
+    )?;
+    // Small files to write through the mount: plain files only (a layer's .wh. entries
+    // are names fuse-overlayfs refuses to create).
+    let small = workload::layer_under(workload::Shape::SmallFiles, args.size * 100_000, args.seed + 3, "srv/app", &[]);
+    let small_tar = work.0.join("layers/small.tar");
+    std::fs::write(&small_tar, &small)?;
+    let store = std::sync::Arc::new(strata_core::store::Store::open(work.0.join("store"))?);
+    let image = Image::open(&layout, &Selector::default())?;
+    let outcome = store.unpack(&image.layer_specs(), strata_core::store::UnpackOptions::default(), &|_| {})?;
+    let top = outcome.chains.last().map(ToString::to_string).context("the bench image has layers")?;
+    let large_bytes = tars[1].len() as u64;
+    let ops = mounts::operations(large_bytes, &small_tar, small.len() as u64);
+    let (tools, mut skipped) = mounts::tools(&store, &top, &ops);
+    let (results, failed) = runner::run_all(&tools, args.runs, &work.0.join("scratch"), args.drop_caches, &say)?;
+    skipped.extend(failed);
+    drop(tools);
+    if let Some(svg) = &args.svg {
+        let title = format!("strata bench mount: MB/s through the mount, median of {}", args.runs);
+        std::fs::write(svg, report::svg(&results, &title)).with_context(|| format!("writing {}", svg.display()))?;
+    }
+    let description = json!({"generated": {"size_mb": args.size, "seed": args.seed}, "layers": tars.len(),
+        "large_file_bytes": large_bytes, "small_tar_bytes": small.len(), "runs": args.runs, "dir": work.0.display().to_string()});
+    let mut out = io::stdout().lock();
+    if args.json {
+        writeln!(out, "{}", report::json(&results, &skipped, description))?;
+    } else {
+        writeln!(out, "{}", report::table(&results, &skipped))?;
+        writeln!(out, "workload: {description}")?;
+    }
+    Ok(())
 }
 
 /// The bench's files: one OCI layout per codec, and the layers as separate files.
@@ -239,7 +332,7 @@ fn write_layout(dir: &Path, tars: &[Vec<u8>], blobs: &[PathBuf], media_type: &st
     Ok(dir.to_owned())
 }
 
-fn installed(program: &str) -> bool {
+pub(crate) fn installed(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(program).is_file()))
 }
 

@@ -6,6 +6,11 @@ use serde_json::json;
 
 use super::runner::Measured;
 
+/// MB/s, or `-` for operations that move no data (a metadata walk).
+fn rate(m: &Measured) -> String {
+    if m.bytes == 0 { "-".into() } else { format!("{:.0}", m.bytes as f64 / 1e6 / m.median()) }
+}
+
 /// Median time of the strata row a row is compared with.
 fn pair_median(all: &[Measured], m: &Measured) -> Option<f64> {
     all.iter().find(|r| r.name == m.pair).map(Measured::median)
@@ -23,12 +28,12 @@ pub fn table(all: &[Measured], skipped: &[(String, String)]) -> String {
         let rss = m.peak_rss_kb.map_or_else(|| "-".to_owned(), |k| format!("{:.0} MB", k as f64 / 1024.0));
         let _ = writeln!(
             out,
-            "{:<58} {:>9.3} {:>9.3} {:>9.3} {:>9.0} {:>10} {:>10}",
+            "{:<58} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>10} {:>10}",
             m.name,
             m.median(),
             m.min(),
             m.max(),
-            m.bytes as f64 / 1e6 / m.median(),
+            rate(m),
             ratio,
             rss
         );
@@ -46,7 +51,7 @@ pub fn json(all: &[Measured], skipped: &[(String, String)], workload: serde_json
         .iter()
         .map(|m| {
             json!({"tool": m.name, "paired_with": m.pair, "seconds": m.seconds, "median_seconds": m.median(),
-                   "min_seconds": m.min(), "max_seconds": m.max(), "megabytes_per_second": m.bytes as f64 / 1e6 / m.median(),
+                   "min_seconds": m.min(), "max_seconds": m.max(), "megabytes_per_second": (m.bytes > 0).then(|| m.bytes as f64 / 1e6 / m.median()),
                    "ratio_to_strata": pair_median(all, m).map(|p| m.median() / p), "peak_rss_kb": m.peak_rss_kb})
         })
         .collect();
@@ -57,7 +62,8 @@ pub fn json(all: &[Measured], skipped: &[(String, String)], workload: serde_json
 /// A horizontal bar chart of MB/s, strata rows in one colour, peers in another. Written
 /// by hand: a dozen rectangles do not need a plotting library.
 pub fn svg(all: &[Measured], title: &str) -> String {
-    let (row, left, width) = (28.0, 330.0, 420.0);
+    let all: Vec<&Measured> = all.iter().filter(|m| m.bytes > 0).collect();
+    let (row, left, width) = (28.0, 420.0, 420.0);
     let max = all.iter().map(|m| m.bytes as f64 / 1e6 / m.median()).fold(1.0, f64::max);
     let height = 60.0 + row * all.len() as f64;
     let mut s = format!(

@@ -3,7 +3,7 @@
 # vs `umoci unpack` vs GNU `tar -xzf` of each layer, on a realistic image built from real
 # files of this machine (3 gzip layers, ~200 MB; the top one has whiteouts and an opaque
 # dir). Alternating runs, median of N, `sync` included.
-# Usage: benches/compare-unpack.sh [RUNS]      Needs: tar, gzip, python3, umoci (apt).
+# Usage: benches/compare-unpack.sh [RUNS]      Needs: tar, gzip, python3, bc, umoci (apt).
 # Writes only under a fresh temporary directory ($BENCH_DIR or $TMPDIR or /tmp).
 set -euo pipefail
 runs=${1:-3}

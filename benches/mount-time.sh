@@ -2,7 +2,7 @@
 # Time `strata mount` of already-unpacked images: the 3-layer demo image and a generated
 # 200-layer image (one small file per layer). Median of N mount+umount cycles; each
 # mount includes process start, store open, image read and the overlay mount itself.
-# Usage (root): benches/mount-time.sh [RUNS]. Writes only under a fresh temp dir.
+# Usage (root): benches/mount-time.sh [RUNS]. Needs python3, bc. Writes only under a fresh temp dir.
 set -euo pipefail
 runs=${1:-10}
 cd "$(dirname "$0")/.."

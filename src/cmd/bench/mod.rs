@@ -27,9 +27,9 @@ pub struct BenchArgs {
 
 #[derive(Debug, clap::Subcommand)]
 enum BenchCommand {
-    /// Unpacking an image: strata (store and flattened) vs GNU tar with gzip, pigz and
-    /// zstd per layer and `umoci unpack`, plus the limits (decompression alone,
-    /// extraction of already-decompressed tars).
+    /// Unpacking an image: strata (store and flattened) vs containerd's overlayfs
+    /// snapshotter, GNU tar with gzip, pigz and zstd per layer and `umoci unpack`, plus
+    /// the limits (decompression alone, extraction of already-decompressed tars).
     Unpack(UnpackBench),
     /// Working through the mount: `strata mount`'s kernel overlayfs vs fuse-overlayfs on
     /// the same layers — sequential read, copy-up of large files, a metadata walk,
@@ -37,39 +37,9 @@ enum BenchCommand {
     Mount(MountBench),
 }
 
+/// Options every bench shares.
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  sudo strata bench mount\n  sudo strata bench mount --size 1024 --runs 5 --json")]
-struct MountBench {
-    /// Size in MB of file data in the generated image the mounts serve.
-    #[arg(long, default_value_t = 256)]
-    size: u64,
-    /// Seed of the generated image.
-    #[arg(long, default_value_t = 42)]
-    seed: u64,
-    /// Measured rounds per row (after one warm-up each); the median is reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
-    /// Drop the page cache before every run (root only).
-    #[arg(long)]
-    drop_caches: bool,
-    /// Where to put the store and mounts [default: $TMPDIR].
-    #[arg(long, value_name = "DIR")]
-    dir: Option<PathBuf>,
-    /// Also write an SVG bar chart of MB/s here.
-    #[arg(long, value_name = "FILE")]
-    svg: Option<PathBuf>,
-    /// Print JSON instead of the table.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Debug, clap::Args)]
-#[command(
-    after_help = "Examples:\n  strata bench unpack                      # a generated 256 MB, 3-layer image\n  strata bench unpack --size 1024 --runs 5 --svg unpack.svg\n  strata bench unpack alpine.tar --json    # your own image (OCI layout or docker save)"
-)]
-struct UnpackBench {
-    /// Your image (OCI layout or docker-save archive); default: a generated one.
-    image: Option<PathBuf>,
+struct Common {
     /// Size in MB of file data in the generated image (3 layers with whiteouts and an
     /// opaque dir: many small files, a few large ones, small changes on top).
     #[arg(long, default_value_t = 256)]
@@ -77,12 +47,9 @@ struct UnpackBench {
     /// Seed of the generated image (same seed, same bytes).
     #[arg(long, default_value_t = 42)]
     seed: u64,
-    /// Measured rounds per tool (after one warm-up each); the median is reported.
+    /// Measured rounds per row (after one warm-up each); the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// `--jobs` for strata's store unpack [default: the number of CPUs].
-    #[arg(long)]
-    jobs: Option<u16>,
     /// Drop the page cache before every run (root only): cold-cache numbers.
     #[arg(long)]
     drop_caches: bool,
@@ -98,6 +65,67 @@ struct UnpackBench {
     json: bool,
 }
 
+impl Common {
+    /// Checks the options and makes the bench's temporary dir.
+    fn start(&self) -> anyhow::Result<TempDir> {
+        if self.runs == 0 {
+            bail!("--runs must be at least 1");
+        }
+        let base = self.dir.clone().unwrap_or_else(std::env::temp_dir);
+        std::fs::create_dir_all(&base)?;
+        tempfile_dir(&base)
+    }
+
+    fn say(&self, msg: &str) {
+        if !self.json {
+            eprintln!("bench: {msg}");
+        }
+    }
+
+    /// Prints the results (table or JSON) and writes the chart.
+    fn emit(
+        &self,
+        results: &[runner::Measured],
+        skipped: &[Skipped],
+        title: &str,
+        workload: serde_json::Value,
+    ) -> anyhow::Result<()> {
+        if let Some(svg) = &self.svg {
+            let title = format!("{title}, median of {}", self.runs);
+            std::fs::write(svg, report::svg(results, &title)).with_context(|| format!("writing {}", svg.display()))?;
+        }
+        let mut out = io::stdout().lock();
+        if self.json {
+            writeln!(out, "{}", report::json(results, skipped, workload))?;
+        } else {
+            writeln!(out, "{}", report::table(results, skipped))?;
+            writeln!(out, "workload: {workload}")?;
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  sudo strata bench mount\n  sudo strata bench mount --size 1024 --runs 5 --json")]
+struct MountBench {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Examples:\n  strata bench unpack                      # a generated 256 MB, 3-layer image\n  strata bench unpack --size 1024 --runs 5 --svg unpack.svg\n  strata bench unpack alpine.tar --json    # your own image (OCI layout or docker save)"
+)]
+struct UnpackBench {
+    /// Your image (OCI layout or docker-save archive); default: a generated one.
+    image: Option<PathBuf>,
+    /// `--jobs` for strata's store unpack [default: the number of CPUs].
+    #[arg(long)]
+    jobs: Option<u16>,
+    #[command(flatten)]
+    common: Common,
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Unpack(args) => unpack(args),
@@ -106,39 +134,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 fn mount(args: MountBench) -> anyhow::Result<()> {
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
+    let c = &args.common;
+    let work = c.start()?;
+    c.say("preparing the workload");
+    let tars = workload::image(c.size * 1_000_000, c.seed);
+    let dir = work.0.join("layers");
+    std::fs::create_dir_all(&dir)?;
+    let mut blobs = Vec::new();
+    for (i, t) in tars.iter().enumerate() {
+        let p = dir.join(format!("{i}.tar.gz"));
+        std::fs::write(&p, workload::gzip(t))?;
+        blobs.push(p);
     }
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)?;
-    let work = tempfile_dir(&base)?;
-    let say = |msg: &str| {
-        if !args.json {
-            eprintln!("bench: {msg}");
-        }
-    };
-    say("preparing the workload");
-    let tars = workload::image(args.size * 1_000_000, args.seed);
-    let layout = write_layout(
-        &work.0.join("image"),
-        &tars,
-        &{
-            let dir = work.0.join("layers");
-            std::fs::create_dir_all(&dir)?;
-            let mut files = Vec::new();
-            for (i, t) in tars.iter().enumerate() {
-                let p = dir.join(format!("{i}.tar.gz"));
-                std::fs::write(&p, workload::gzip(t))?;
-                files.push(p);
-            }
-            files
-        },
-        "application/vnd.oci.image.layer.v1.tar+gzip",
-    )?;
+    let layout = write_layout(&work.0.join("image"), &tars, &blobs, "application/vnd.oci.image.layer.v1.tar+gzip")?;
     // Small files to write through the mount: plain files only (a layer's .wh. entries
     // are names fuse-overlayfs refuses to create).
-    let small = workload::layer_under(workload::Shape::SmallFiles, args.size * 100_000, args.seed + 3, "srv/app", &[]);
-    let small_tar = work.0.join("layers/small.tar");
+    let small = workload::layer_under(workload::Shape::SmallFiles, c.size * 100_000, c.seed + 3, "srv/app", &[]);
+    let small_tar = dir.join("small.tar");
     std::fs::write(&small_tar, &small)?;
     let store = std::sync::Arc::new(strata_core::store::Store::open(work.0.join("store"))?);
     let image = Image::open(&layout, &Selector::default())?;
@@ -147,23 +159,11 @@ fn mount(args: MountBench) -> anyhow::Result<()> {
     let large_bytes = tars[1].len() as u64;
     let ops = mounts::operations(large_bytes, &small_tar, small.len() as u64);
     let (tools, mut skipped) = mounts::tools(&store, &top, &ops);
-    let (results, failed) = runner::run_all(&tools, args.runs, &work.0.join("scratch"), args.drop_caches, &say)?;
+    let (results, failed) = runner::run_all(&tools, c.runs, &work.0.join("scratch"), c.drop_caches, &|m| c.say(m))?;
     skipped.extend(failed);
-    drop(tools);
-    if let Some(svg) = &args.svg {
-        let title = format!("strata bench mount: MB/s through the mount, median of {}", args.runs);
-        std::fs::write(svg, report::svg(&results, &title)).with_context(|| format!("writing {}", svg.display()))?;
-    }
-    let description = json!({"generated": {"size_mb": args.size, "seed": args.seed}, "layers": tars.len(),
-        "large_file_bytes": large_bytes, "small_tar_bytes": small.len(), "runs": args.runs, "dir": work.0.display().to_string()});
-    let mut out = io::stdout().lock();
-    if args.json {
-        writeln!(out, "{}", report::json(&results, &skipped, description))?;
-    } else {
-        writeln!(out, "{}", report::table(&results, &skipped))?;
-        writeln!(out, "workload: {description}")?;
-    }
-    Ok(())
+    let description = json!({"generated": {"size_mb": c.size, "seed": c.seed}, "layers": tars.len(),
+        "large_file_bytes": large_bytes, "small_tar_bytes": small.len(), "runs": c.runs, "dir": work.0.display().to_string()});
+    c.emit(&results, &skipped, "strata bench mount: MB/s through the mount", description)
 }
 
 /// The bench's files: one OCI layout per codec, and the layers as separate files.
@@ -179,42 +179,15 @@ struct Workload {
 }
 
 fn unpack(args: UnpackBench) -> anyhow::Result<()> {
-    if args.runs == 0 {
-        bail!("--runs must be at least 1");
-    }
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    std::fs::create_dir_all(&base)?;
-    let work = tempfile_dir(&base)?;
-    let result = (|| {
-        let say = |msg: &str| {
-            if !args.json {
-                eprintln!("bench: {msg}");
-            }
-        };
-        say("preparing the workload");
-        let workload = prepare(&args, &work.0)?;
-        let (tools, mut skipped) = tools(&args, &workload)?;
-        let (results, failed) = runner::run_all(&tools, args.runs, &work.0.join("scratch"), args.drop_caches, &say)?;
-        skipped.extend(failed);
-        if let Some(svg) = &args.svg {
-            let title = format!(
-                "strata bench unpack: MB/s of uncompressed layers ({} MB), median of {}",
-                workload.bytes / 1_000_000,
-                args.runs
-            );
-            std::fs::write(svg, report::svg(&results, &title)).with_context(|| format!("writing {}", svg.display()))?;
-        }
-        let mut out = io::stdout().lock();
-        if args.json {
-            writeln!(out, "{}", report::json(&results, &skipped, workload.description.clone()))?;
-        } else {
-            writeln!(out, "{}", report::table(&results, &skipped))?;
-            writeln!(out, "workload: {}", workload.description)?;
-        }
-        Ok(())
-    })();
-    drop(work);
-    result
+    let c = &args.common;
+    let work = c.start()?;
+    c.say("preparing the workload");
+    let workload = prepare(&args, &work.0)?;
+    let (tools, mut skipped) = tools(&args, &workload)?;
+    let (results, failed) = runner::run_all(&tools, c.runs, &work.0.join("scratch"), c.drop_caches, &|m| c.say(m))?;
+    skipped.extend(failed);
+    let title = format!("strata bench unpack: MB/s of uncompressed layers ({} MB)", workload.bytes / 1_000_000);
+    c.emit(&results, &skipped, &title, workload.description)
 }
 
 /// A temporary dir removed on drop.
@@ -235,8 +208,8 @@ fn tempfile_dir(base: &Path) -> anyhow::Result<TempDir> {
 fn prepare(args: &UnpackBench, work: &Path) -> anyhow::Result<Workload> {
     let (tars, source) = match &args.image {
         None => (
-            workload::image(args.size * 1_000_000, args.seed),
-            json!({"generated": {"size_mb": args.size, "seed": args.seed}}),
+            workload::image(args.common.size * 1_000_000, args.common.seed),
+            json!({"generated": {"size_mb": args.common.size, "seed": args.common.seed}}),
         ),
         Some(path) => {
             let image = Image::open(path, &Selector::default())?;
@@ -274,7 +247,7 @@ fn prepare(args: &UnpackBench, work: &Path) -> anyhow::Result<Workload> {
     let bytes: u64 = tars.iter().map(|t| t.len() as u64).sum();
     let entries = tars.iter().map(|t| count_entries(t)).sum::<usize>();
     let description = json!({"source": source, "layers": tars.len(), "uncompressed_bytes": bytes, "entries": entries,
-        "dir": work.display().to_string(), "runs": args.runs, "drop_caches": args.drop_caches});
+        "dir": work.display().to_string(), "runs": args.common.runs, "drop_caches": args.common.drop_caches});
     Ok(Workload { layouts, gzip_archive, gz, zst, tar, bytes, description })
 }
 

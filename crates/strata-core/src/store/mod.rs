@@ -338,6 +338,18 @@ impl Store {
         })
     }
 
+    /// The lower dirs (top-most first) of committed `key`, given those of its parent:
+    /// its own dir on top and, unless its root is opaque, the parent's below — the rule
+    /// [`Store::mounts`] applies walking down the chain, applied one layer up.
+    fn stack_on(&self, key: &str, below: Vec<PathBuf>) -> Result<Vec<PathBuf>> {
+        let row = self.row(key)?;
+        let mut lowers = vec![self.snapshots_root().join(&row.dir).join("fs")];
+        if !row.info.root_opaque {
+            lowers.extend(below);
+        }
+        Ok(lowers)
+    }
+
     /// Records (or re-points) image `record.name`.
     ///
     /// # Errors

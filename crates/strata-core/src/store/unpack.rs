@@ -1,6 +1,7 @@
 //! Unpacking an image's layers into the store, one committed snapshot per ChainID.
 
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Condvar, Mutex, MutexGuard};
 
@@ -121,18 +122,22 @@ impl Store {
                             break;
                         }
                         on_event(LayerEvent::Started { index, chain: &chains[index] });
-                        let staged = self.stage(&layers[index], None, options.userxattr, true);
+                        let staged = self.stage(&layers[index], &[], options.userxattr, true);
                         *lock(&slots[index]) = Some(staged);
                         ready.notify_all();
                     }
                 });
             }
             let result = (|| {
+                // The lower dirs of the chain so far, top-most first: built one layer at a
+                // time (one row read each) rather than walking the whole chain per layer.
+                let mut below: Vec<PathBuf> = Vec::new();
                 for (index, layer) in layers.iter().enumerate() {
                     let chain = &chains[index];
                     if !todo.contains(&index) {
                         on_event(LayerEvent::Reused { index, chain });
                         reports.push(None);
+                        below = self.stack_on(&chain.to_string(), below)?;
                         continue;
                     }
                     let parent = index.checked_sub(1).map(|i| &chains[i]);
@@ -144,13 +149,14 @@ impl Store {
                         slot.take().unwrap_or_else(|| Err(Error::Options("layer result missing".into())))
                     } else {
                         on_event(LayerEvent::Started { index, chain });
-                        self.stage(layer, parent, options.userxattr, false)
+                        self.stage(layer, &below, options.userxattr, false)
                     };
                     let report = self
-                        .finish_and_commit(staged, chain, parent, options.userxattr)
+                        .finish_and_commit(staged, chain, parent, &below, options.userxattr)
                         .map_err(|e| layer_error(index, layers.len(), layer, e))?;
                     on_event(LayerEvent::Committed { index, chain, report: &report });
                     reports.push(Some(report));
+                    below = self.stack_on(&chain.to_string(), below)?;
                 }
                 Ok(())
             })();
@@ -169,9 +175,9 @@ impl Store {
         Ok(UnpackOutcome { chains, reports })
     }
 
-    /// Applies a layer into a fresh staging dir: with its committed parent chain, or
-    /// deferring the lower-layer work (parallel unpack).
-    fn stage(&self, layer: &LayerSpec<'_>, parent: Option<&Digest>, userxattr: bool, defer: bool) -> Staged {
+    /// Applies a layer into a fresh staging dir: with its committed parents' dirs
+    /// (top-most first), or deferring the lower-layer work (parallel unpack).
+    fn stage(&self, layer: &LayerSpec<'_>, parents: &[PathBuf], userxattr: bool, defer: bool) -> Staged {
         let staging = Staging::create(&self.staging_root())?;
         let result = (|| {
             let mut builder = ApplyBuilder::new(Mode::Overlay)
@@ -181,10 +187,8 @@ impl Store {
             if let Some(digest) = &layer.digest {
                 builder = builder.expect_digest(digest.clone());
             }
-            if let Some(parent) = parent {
-                for lower in self.mounts(&parent.to_string())?.lowers {
-                    builder = builder.parent(lower);
-                }
+            for lower in parents {
+                builder = builder.parent(lower);
             }
             let blob = (layer.open)().map_err(|source| Error::Io {
                 op: "open layer blob",
@@ -208,17 +212,14 @@ impl Store {
         staged: Staged,
         chain: &Digest,
         parent: Option<&Digest>,
+        parents: &[PathBuf],
         userxattr: bool,
     ) -> Result<ApplyReport> {
         let (staging, report) = staged?;
         let finished = (|| {
             if !report.deferred.is_empty() {
-                let parents = match parent {
-                    Some(p) => self.mounts(&p.to_string())?.lowers,
-                    None => Vec::new(),
-                };
                 let applier = ApplyBuilder::new(Mode::Overlay).userxattr(userxattr).defer_lower(true).build()?;
-                applier.resolve_deferred(&staging.fs(), &parents, &report.deferred)?;
+                applier.resolve_deferred(&staging.fs(), parents, &report.deferred)?;
             }
             Ok(())
         })();

@@ -4,7 +4,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use strata::core::store::{Kind, LayerSpec, Store, UnpackOptions};
 use strata::core::tar::Entry;
@@ -279,7 +278,6 @@ fn four_processes_unpack_one_image_into_one_root() {
     assert_eq!(store.walk().expect("walk").len(), blobs.len(), "one snapshot per chain");
     assert_eq!(store.images().expect("images").len(), 1);
     assert_eq!(std::fs::read_dir(root.join("snapshots")).expect("ls").count(), blobs.len());
-    let _ = Duration::ZERO;
 }
 
 #[test]

@@ -518,7 +518,8 @@ impl<'a> Engine<'a> {
     /// Copies a lower entry's xattrs (never overlay markers) onto `fd`.
     pub(super) fn copy_xattrs(&mut self, found: &super::lower::Found, fd: BorrowedFd<'_>) -> Result<()> {
         let keys = sys::list_xattrs(found.dir.as_fd(), &found.name).map_err(|e| self.io("list lower xattrs", e))?;
-        for key in keys.iter().filter(|k| meta::xattr_copied_from_lower(k)) {
+        // The layer rule also keeps a lower opaque marker from being copied upward.
+        for key in keys.iter().filter(|k| meta::xattr_allowed(k)) {
             if let Some(value) =
                 sys::get_xattr(found.dir.as_fd(), &found.name, key).map_err(|e| self.io("read lower xattr", e))?
             {

@@ -13,12 +13,6 @@ pub fn xattr_allowed(key: &str) -> bool {
         || key == "user.rootlesscontainers")
 }
 
-/// Whether an xattr found on a lower dir is copied to an implied dir: the same rule,
-/// which in particular never copies a lower opaque marker upward.
-pub fn xattr_copied_from_lower(key: &str) -> bool {
-    xattr_allowed(key)
-}
-
 /// A uid or gid from a layer as the kernel's 32-bit id. `u32::MAX` is `(uid_t)-1`, which
 /// chown reads as "leave unchanged", so it is refused with everything larger.
 pub fn id32(kind: &str, id: u64) -> Result<u32, String> {

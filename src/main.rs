@@ -15,7 +15,17 @@ struct Cli {
     command: cmd::Command,
 }
 
+/// `strata fuse-serve ...`: the strata-fuse daemon that `strata mount --driver fuse`
+/// starts (internal; same command line as the `strata-fuse` binary).
+const FUSE_SERVE: &str = "fuse-serve";
+
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == FUSE_SERVE) {
+        let me = std::env::current_exe().map_or_else(|_| args[0].clone(), Into::into);
+        let code = strata_fuse::run_cli(&[me, FUSE_SERVE.into()], &args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     // clap exits with 2 on bad usage and 0 for --help / --version.
     let cli = Cli::parse();
     match cli.command.run() {

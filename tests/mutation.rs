@@ -5,7 +5,7 @@
 use strata::core::tar::Entry;
 use strata::core::{ApplyBuilder, Mode};
 
-use crate::util::{Sandbox, e, gzip, layer};
+use crate::util::{Rng, Sandbox, e, gzip, layer};
 
 fn rich_layer() -> Vec<u8> {
     layer(&[
@@ -23,17 +23,6 @@ fn rich_layer() -> Vec<u8> {
     ])
 }
 
-/// xorshift64*: deterministic mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: usize) -> usize {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
-    }
-}
 
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     let mut out = input.to_vec();

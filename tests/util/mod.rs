@@ -119,6 +119,31 @@ pub fn require_privileged(test: &str) -> bool {
     false
 }
 
+/// Runs a privileged FUSE test when this host can (root, overlayfs as the oracle,
+/// /dev/fuse); otherwise prints why it is skipped and returns false.
+pub fn require_fuse(test: &str) -> bool {
+    if !require_privileged(test) {
+        return false;
+    }
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED {test}: needs /dev/fuse (modprobe fuse)");
+        return false;
+    }
+    true
+}
+
+/// xorshift64*: deterministic pseudo-random choices for seeded tests.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn below(&mut self, n: usize) -> usize {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        (self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % n.max(1) as u64) as usize
+    }
+}
+
 /// Unmounts (lazily, so nothing can hang) when dropped, even on panic.
 pub struct MountGuard(pub PathBuf);
 

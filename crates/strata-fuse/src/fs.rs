@@ -1,0 +1,778 @@
+//! The FUSE face of the union: translates requests into [`Union`] calls, keeps open
+//! file and directory handles, and hands data I/O to the kernel (passthrough) when it can.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
+    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
+    ReplyXattr, Request, TimeOrNow, WriteFlags,
+};
+use rustix::fs::{FileType, OFlags, Stat, Timespec, Timestamps};
+
+use crate::layers::Place;
+use crate::mutate::{AttrChange, Caller, NewEntry};
+use crate::nodes::{Node, ROOT};
+use crate::union::{DirEntry, Found, Union};
+
+/// Layers do not change under a mount and every change goes through this process, so
+/// the kernel may cache names and attributes for long. Hard-linked files are the
+/// exception (a change through one name would leave the other's cached attributes
+/// stale): they get no attribute caching.
+const TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// An open file.
+#[derive(Debug)]
+struct OpenFile {
+    ino: u64,
+    /// The fd and where it points; a read-only fd on a lower file is swapped for the
+    /// upper copy after a copy-up, so readers see later writes as on overlayfs.
+    real: Mutex<(Arc<File>, Place)>,
+    writable: bool,
+    /// Keeps the kernel's passthrough reference alive while this handle is open.
+    _backing: Option<Arc<BackingId>>,
+}
+
+/// How the FUSE side behaves.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FsOptions {
+    pub read_only: bool,
+    pub passthrough: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct StrataFs {
+    union: Union,
+    options: FsOptions,
+    passthrough_on: AtomicBool,
+    next_fh: AtomicU64,
+    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    /// One backing file per inode at a time: the kernel binds it to the inode.
+    backings: Mutex<HashMap<u64, (Weak<BackingId>, Place)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn errno(e: io::Error) -> Errno {
+    match e.raw_os_error() {
+        Some(code) if code > 0 => Errno::from_i32(code),
+        _ => Errno::EIO,
+    }
+}
+
+fn time(sec: i64, nsec: i64) -> SystemTime {
+    let nsec = u32::try_from(nsec).unwrap_or(0);
+    match u64::try_from(sec) {
+        Ok(s) => UNIX_EPOCH + Duration::new(s, nsec),
+        Err(_) => UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::new(0, nsec),
+    }
+}
+
+fn fuse_kind(kind: FileType) -> fuser::FileType {
+    match kind {
+        FileType::Directory => fuser::FileType::Directory,
+        FileType::Symlink => fuser::FileType::Symlink,
+        FileType::Fifo => fuser::FileType::NamedPipe,
+        FileType::Socket => fuser::FileType::Socket,
+        FileType::CharacterDevice => fuser::FileType::CharDevice,
+        FileType::BlockDevice => fuser::FileType::BlockDevice,
+        _ => fuser::FileType::RegularFile,
+    }
+}
+
+/// The attributes we report: the real file's, with our stable inode number, and
+/// overlayfs's `nlink = 1` for merged directories.
+fn attr(ino: u64, st: &Stat, node: &Node) -> FileAttr {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    FileAttr {
+        ino: INodeNo(ino),
+        size: st.st_size as u64,
+        blocks: st.st_blocks as u64,
+        atime: time(st.st_atime, st.st_atime_nsec as i64),
+        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
+        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
+        crtime: UNIX_EPOCH,
+        kind: fuse_kind(kind),
+        perm: (st.st_mode & 0o7777) as u16,
+        nlink: if node.is_merged_dir() { 1 } else { st.st_nlink as u32 },
+        uid: st.st_uid,
+        gid: st.st_gid,
+        rdev: st.st_rdev as u32,
+        blksize: st.st_blksize as u32,
+        flags: 0,
+    }
+}
+
+fn attr_ttl(st: &Stat) -> Duration {
+    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink > 1 { Duration::ZERO } else { TTL }
+}
+
+fn timespec(t: TimeOrNow) -> Timespec {
+    match t {
+        TimeOrNow::Now => Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
+        TimeOrNow::SpecificTime(t) => match t.duration_since(UNIX_EPOCH) {
+            Ok(d) => Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos().into() },
+            Err(e) => Timespec { tv_sec: -(e.duration().as_secs_f64().ceil() as i64), tv_nsec: 0 },
+        },
+    }
+}
+
+const OMIT: Timespec = Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
+
+impl StrataFs {
+    pub(crate) fn new(union: Union, options: FsOptions) -> StrataFs {
+        StrataFs {
+            union,
+            options,
+            passthrough_on: AtomicBool::new(false),
+            next_fh: AtomicU64::new(1),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            backings: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn entry(&self, reply: ReplyEntry, found: &Found) {
+        reply.entry_with_ttls(&attr_ttl(&found.st), &TTL, &attr(found.ino, &found.st, &found.node), Generation(0));
+    }
+
+    fn reply_attr(&self, ino: u64, reply: ReplyAttr) {
+        match self.union.stat(ino) {
+            Ok((node, st)) => reply.attr(&attr_ttl(&st), &attr(ino, &st, &node)),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
+        lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
+    }
+
+    /// The fd to read `open` through: after a copy-up, a read-only lower fd is swapped
+    /// for the upper copy.
+    fn read_fd(&self, open: &OpenFile) -> io::Result<Arc<File>> {
+        let mut real = lock(&open.real);
+        if real.1 != Place::Upper {
+            let now = self.union.nodes().get(open.ino).map(|n| n.place)?;
+            if now == Place::Upper {
+                let (file, place) = self.union.open_real(open.ino, OFlags::RDONLY)?;
+                *real = (Arc::new(file), place);
+            }
+        }
+        Ok(real.0.clone())
+    }
+
+    fn caller(req: &Request) -> Caller {
+        Caller { uid: req.uid(), gid: req.gid() }
+    }
+
+    fn writable_flags(flags: OFlags) -> bool {
+        (flags & OFlags::RWMODE) != OFlags::RDONLY || flags.contains(OFlags::TRUNC)
+    }
+
+    /// The passthrough backing for a new open of `ino` whose real file is at `place`:
+    /// shared with the inode's other opens (the kernel binds one backing file per
+    /// inode). `Ok(None)`: serve this open through read/write requests.
+    fn backing(
+        &self,
+        ino: u64,
+        place: Place,
+        file: &File,
+        open_backing: impl Fn(&File) -> io::Result<BackingId>,
+    ) -> io::Result<Option<Arc<BackingId>>> {
+        if !self.passthrough_on.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let mut backings = lock(&self.backings);
+        if let Some((weak, at)) = backings.get(&ino) {
+            if let Some(id) = weak.upgrade() {
+                if *at == place {
+                    return Ok(Some(id));
+                }
+                // The inode is open read-only on its lower file, bound in the kernel;
+                // this open needs the upper copy. Handing out the lower backing would let
+                // writes reach the lower layer, so refuse until the readers close.
+                return Err(rustix::io::Errno::TXTBSY.into());
+            }
+        }
+        // Upper files get a read-write backing so later writers can share it.
+        let shared = if place == Place::Upper && !self.options.read_only {
+            self.union.open_real(ino, OFlags::RDWR)?.0
+        } else {
+            file.try_clone()?
+        };
+        match open_backing(&shared) {
+            Ok(id) => {
+                let id = Arc::new(id);
+                backings.insert(ino, (Arc::downgrade(&id), place));
+                Ok(Some(id))
+            }
+            Err(e) => {
+                if self.passthrough_on.swap(false, Ordering::Relaxed) {
+                    eprintln!("strata-fuse: kernel passthrough refused ({e}); serving reads and writes in userspace");
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    fn add_file(&self, ino: u64, file: File, place: Place, writable: bool, backing: Option<Arc<BackingId>>) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let open = OpenFile { ino, real: Mutex::new((Arc::new(file), place)), writable, _backing: backing };
+        lock(&self.files).insert(fh, Arc::new(open));
+        fh
+    }
+
+    fn guard_write(&self) -> Result<(), Errno> {
+        if self.options.read_only { Err(Errno::EROFS) } else { Ok(()) }
+    }
+
+    fn do_create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        what: NewEntry<'_>,
+        reply: ReplyEntry,
+    ) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        match self.union.create(parent.0, name, what, Self::caller(req)) {
+            Ok((found, _)) => self.entry(reply, &found),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+}
+
+impl Filesystem for StrataFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
+        let _ = config.add_capabilities(
+            InitFlags::FUSE_DO_READDIRPLUS
+                | InitFlags::FUSE_READDIRPLUS_AUTO
+                | InitFlags::FUSE_PARALLEL_DIROPS
+                | InitFlags::FUSE_CACHE_SYMLINKS,
+        );
+        let _ = config.set_max_write(1 << 20);
+        let _ = config.set_max_readahead(1 << 20);
+        if self.options.passthrough && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
+            // Backing files live on a plain filesystem: one level of stacking.
+            if config.set_max_stack_depth(1).is_ok() {
+                self.passthrough_on.store(true, Ordering::Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match self.union.lookup(parent.0, name) {
+            Ok(found) => self.entry(reply, &found),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.union.nodes().forget(ino.0, nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        if let Some(open) = fh.and_then(|fh| self.file(fh).ok()) {
+            let unlinked = self.union.nodes().get(ino.0).map(|n| (n.links.is_empty() && ino.0 != ROOT, n.clone()));
+            if let Ok((true, node)) = unlinked {
+                return match self.read_fd(&open).and_then(|f| Ok(rustix::fs::fstat(&*f)?)) {
+                    Ok(st) => reply.attr(&Duration::ZERO, &attr(ino.0, &st, &node)),
+                    Err(e) => reply.error(errno(e)),
+                };
+            }
+        }
+        self.reply_attr(ino.0, reply);
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        atime: Option<TimeOrNow>,
+        mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        let times = (atime.is_some() || mtime.is_some()).then(|| Timestamps {
+            last_access: atime.map_or(OMIT, timespec),
+            last_modification: mtime.map_or(OMIT, timespec),
+        });
+        let change = AttrChange { mode, uid, gid, size, times };
+        let open = fh.and_then(|fh| self.file(fh).ok()).filter(|o| o.writable);
+        let file = open.as_ref().map(|o| lock(&o.real).0.clone());
+        match self.union.setattr(ino.0, &change, file.as_deref()) {
+            Ok(()) => self.reply_attr(ino.0, reply),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        match self.union.readlink(ino.0) {
+            Ok(target) => reply.data(target.as_bytes()),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+        let what = if FileType::from_raw_mode(mode) == FileType::RegularFile {
+            NewEntry::File { mode, flags: OFlags::RDONLY }
+        } else {
+            NewEntry::Special { mode, rdev: rdev.into() }
+        };
+        self.do_create(req, parent, name, what, reply);
+    }
+
+    fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        self.do_create(req, parent, name, NewEntry::Dir { mode }, reply);
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        match self.union.remove(parent.0, name, false) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        match self.union.remove(parent.0, name, true) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        self.do_create(req, parent, link_name, NewEntry::Symlink { target }, reply);
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        let flags = rustix::fs::RenameFlags::from_bits_retain(flags.bits());
+        match self.union.rename(parent.0, name, newparent.0, newname, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        self.do_create(req, newparent, newname, NewEntry::Link { ino: ino.0 }, reply);
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let flags = OFlags::from_bits_retain(flags.0 as u32);
+        let writable = Self::writable_flags(flags);
+        if writable {
+            if let Err(e) = self.guard_write() {
+                return reply.error(e);
+            }
+            let tree = self.union.write_tree();
+            if let Err(e) = self.union.ensure_upper(ino.0) {
+                return reply.error(errno(e));
+            }
+            drop(tree);
+        }
+        let (file, place) = match self.union.open_real(ino.0, flags) {
+            Ok(x) => x,
+            Err(e) => return reply.error(errno(e)),
+        };
+        match self.backing(ino.0, place, &file, |f| reply.open_backing(f)) {
+            Ok(Some(id)) => {
+                let fh = self.add_file(ino.0, file, place, writable, Some(id.clone()));
+                reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+            }
+            Ok(None) => {
+                let fh = self.add_file(ino.0, file, place, writable, None);
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let open = match self.file(fh) {
+            Ok(o) => o,
+            Err(e) => return reply.error(e),
+        };
+        let file = match self.read_fd(&open) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let mut buf = vec![0u8; size as usize];
+        let mut filled = 0;
+        while filled < buf.len() {
+            match file.read_at(&mut buf[filled..], offset + filled as u64) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return reply.error(errno(e)),
+            }
+        }
+        reply.data(&buf[..filled]);
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        let open = match self.file(fh) {
+            Ok(o) if o.writable => o,
+            Ok(_) => return reply.error(Errno::EBADF),
+            Err(e) => return reply.error(e),
+        };
+        let file = lock(&open.real).0.clone();
+        match file.write_all_at(data, offset) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        lock(&self.files).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let open = match self.file(fh) {
+            Ok(o) => o,
+            Err(e) => return reply.error(e),
+        };
+        let file = lock(&open.real).0.clone();
+        let done = if datasync { rustix::fs::fdatasync(&*file) } else { rustix::fs::fsync(&*file) };
+        match done {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e.into())),
+        }
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.union.list(ino.0) {
+            Ok(entries) => {
+                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                lock(&self.dirs).insert(fh, Arc::new(entries));
+                reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR);
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
+        let dots = [(".", ino.0), ("..", ROOT)];
+        let mut index = offset as usize;
+        while index < dots.len() {
+            let (name, dot_ino) = dots[index];
+            if reply.add(INodeNo(dot_ino), (index + 1) as u64, fuser::FileType::Directory, name) {
+                return reply.ok();
+            }
+            index += 1;
+        }
+        for (i, e) in entries.iter().enumerate().skip(index - dots.len()) {
+            if reply.add(INodeNo(e.ino), (i + dots.len() + 1) as u64, fuse_kind(e.kind), &e.name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
+        let mut index = offset as usize;
+        if index < 2 {
+            let Ok((node, st)) = self.union.stat(ino.0) else { return reply.error(Errno::ENOENT) };
+            let me = attr(ino.0, &st, &node);
+            for (i, name) in [".", ".."].iter().enumerate().skip(index) {
+                // The kernel takes no reference for dot entries: no lookup counted.
+                if reply.add(INodeNo(ino.0), (i + 1) as u64, name, &Duration::ZERO, &me, Generation(0)) {
+                    return reply.ok();
+                }
+            }
+            index = 2;
+        }
+        for (i, e) in entries.iter().enumerate().skip(index - 2) {
+            let Ok(found) = self.union.lookup(ino.0, &e.name) else { continue };
+            let a = attr(found.ino, &found.st, &found.node);
+            if reply.add(INodeNo(found.ino), (i + 3) as u64, &e.name, &attr_ttl(&found.st), &a, Generation(0)) {
+                // Not sent: drop the reference this lookup took.
+                self.union.nodes().forget(found.ino, 1);
+                break;
+            }
+        }
+        reply.ok();
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        lock(&self.dirs).remove(&fh.0);
+        reply.ok();
+    }
+
+    fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.union.statfs() {
+            Ok(s) => reply.statfs(
+                s.f_blocks,
+                s.f_bfree,
+                s.f_bavail,
+                s.f_files,
+                s.f_ffree,
+                s.f_bsize as u32,
+                s.f_namemax as u32,
+                s.f_frsize as u32,
+            ),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn setxattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        name: &OsStr,
+        value: &[u8],
+        flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
+        match self.union.setxattr(ino.0, name, value, flags) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        match self.union.getxattr(ino.0, name) {
+            Ok(v) => sized(reply, &v, size),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.union.listxattr(ino.0) {
+            Ok(v) => sized(reply, &v, size),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        match self.union.removexattr(ino.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        // With default_permissions the kernel checks modes itself; this answers only
+        // existence and the read-only mount.
+        if mask.contains(AccessFlags::W_OK) && self.options.read_only {
+            return reply.error(Errno::EROFS);
+        }
+        match self.union.stat(ino.0) {
+            Ok(_) => reply.ok(),
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn create(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        flags: i32,
+        reply: ReplyCreate,
+    ) {
+        if let Err(e) = self.guard_write() {
+            return reply.error(e);
+        }
+        let oflags = OFlags::from_bits_retain(flags as u32);
+        let what = NewEntry::File { mode, flags: oflags };
+        let (found, file) = match self.union.create(parent.0, name, what, Self::caller(req)) {
+            Ok((found, Some(file))) => (found, file),
+            Ok((_, None)) => return reply.error(Errno::EIO),
+            Err(e) => return reply.error(errno(e)),
+        };
+        let a = attr(found.ino, &found.st, &found.node);
+        let ttl = attr_ttl(&found.st);
+        let writable = Self::writable_flags(oflags);
+        match self.backing(found.ino, Place::Upper, &file, |f| reply.open_backing(f)) {
+            Ok(Some(id)) => {
+                let fh = self.add_file(found.ino, file, Place::Upper, writable, Some(id.clone()));
+                reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::empty(), &id);
+            }
+            Ok(None) => {
+                let fh = self.add_file(found.ino, file, Place::Upper, writable, None);
+                reply.created(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+            }
+            Err(e) => reply.error(errno(e)),
+        }
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        length: u64,
+        mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        let open = match self.file(fh) {
+            Ok(o) if o.writable => o,
+            Ok(_) => return reply.error(Errno::EBADF),
+            Err(e) => return reply.error(e),
+        };
+        let file = lock(&open.real).0.clone();
+        let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
+        match rustix::fs::fallocate(&*file, mode, offset, length) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(e.into())),
+        }
+    }
+
+    fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let open = match self.file(fh) {
+            Ok(o) => o,
+            Err(e) => return reply.error(e),
+        };
+        let file = match self.read_fd(&open) {
+            Ok(f) => f,
+            Err(e) => return reply.error(errno(e)),
+        };
+        let pos = match whence {
+            3 => rustix::fs::SeekFrom::Data(offset.max(0) as u64),
+            4 => rustix::fs::SeekFrom::Hole(offset.max(0) as u64),
+            _ => return reply.error(Errno::EINVAL),
+        };
+        match rustix::fs::seek(&*file, pos) {
+            Ok(at) => reply.offset(at as i64),
+            Err(e) => reply.error(errno(e.into())),
+        }
+    }
+
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        fh_in: FileHandle,
+        offset_in: u64,
+        _ino_out: INodeNo,
+        fh_out: FileHandle,
+        offset_out: u64,
+        len: u64,
+        _flags: CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        let (src, dst) = match (self.file(fh_in), self.file(fh_out)) {
+            (Ok(s), Ok(d)) if d.writable => (s, d),
+            (Err(e), _) | (_, Err(e)) => return reply.error(e),
+            _ => return reply.error(Errno::EBADF),
+        };
+        let (src, dst) = match self.read_fd(&src) {
+            Ok(s) => (s, lock(&dst.real).0.clone()),
+            Err(e) => return reply.error(errno(e)),
+        };
+        let (mut off_in, mut off_out) = (offset_in, offset_out);
+        let len = usize::try_from(len).unwrap_or(usize::MAX).min(1 << 30);
+        match rustix::fs::copy_file_range(&*src, Some(&mut off_in), &*dst, Some(&mut off_out), len) {
+            Ok(n) => reply.written(n as u32),
+            Err(e) => reply.error(errno(e.into())),
+        }
+    }
+}
+
+/// Answers a get/listxattr: the size when asked for 0 bytes, else the value.
+fn sized(reply: ReplyXattr, value: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(value.len() as u32);
+    } else if value.len() > size as usize {
+        reply.error(Errno::ERANGE);
+    } else {
+        reply.data(value);
+    }
+}

@@ -1,0 +1,241 @@
+//! # strata-fuse
+//!
+//! A userspace union mount of strata layer directories on FUSE (the `fuser` crate),
+//! for hosts without kernel overlayfs or without the privilege to use it. It behaves as
+//! kernel overlayfs with `redirect_dir=off, index=off` and writes the same upper-dir
+//! format, so an upper dir written here mounts with the kernel's overlayfs and diffs into
+//! a layer:
+//!
+//! - lookups go down the lower layers (top-most first); whiteouts and opaque dirs are
+//!   read in every form (char 0/0 devices, `.wh.` files, `trusted|user.overlay.opaque`,
+//!   `.wh..wh..opq`) and written in overlayfs's form (falling back to the AUFS form
+//!   when the upper filesystem cannot make devices or xattrs; [`Mounted::forms`] says);
+//! - copy-up is staged in the work dir (reflink, else `copy_file_range`, else
+//!   read/write; owner, mode, times, xattrs) and renamed into place; `st_ino` stays the
+//!   lower inode number across copy-up and remounts;
+//! - names and attributes are cached by the kernel for a day: **the lower layers must
+//!   not change under a mount** (as with overlayfs), and every change goes through it;
+//! - with privilege (kernel 6.9+), reads and writes bypass this process through FUSE
+//!   passthrough; a file open read-only on its lower copy is never handed to a writer,
+//!   which gets `ETXTBSY` until the readers close (see `fs.rs`).
+//!
+//! ```no_run
+//! use strata_fuse::{UnionConfig, mount};
+//!
+//! let dir = std::path::Path::new("/var/tmp/strata-demo");
+//! let mut config = UnionConfig::new(vec![dir.join("layer2"), dir.join("layer1")]);
+//! config.upper = Some(dir.join("upper"));
+//! config.work = Some(dir.join("work"));
+//! let mounted = mount(&config, &dir.join("merged"))?;
+//! std::fs::write(dir.join("merged/hello"), "written through FUSE\n")?;
+//! mounted.unmount()?;
+//! assert!(dir.join("upper/hello").exists());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod cli;
+mod copy_up;
+mod fs;
+mod layers;
+mod mutate;
+mod nodes;
+mod options;
+mod union;
+
+use std::path::{Path, PathBuf};
+
+pub use cli::run as run_cli;
+pub use layers::WriteForms;
+pub use options::parse_options;
+
+/// Errors of setting up a union mount.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(String),
+    #[error("opening the layers: {0}")]
+    Layers(#[source] std::io::Error),
+    #[error("mounting FUSE at {}: {source}", mountpoint.display())]
+    Mount { mountpoint: PathBuf, source: std::io::Error },
+    #[error("unmounting {}: {source}", mountpoint.display())]
+    Unmount { mountpoint: PathBuf, source: std::io::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which xattr namespace marks opaque dirs and hides the overlay's own xattrs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XattrNamespace {
+    /// `trusted.overlay.*`: what privileged kernel overlayfs uses.
+    Trusted,
+    /// `user.overlay.*`: what overlayfs uses with `userxattr` (rootless).
+    User,
+}
+
+/// What to mount.
+#[derive(Debug, Clone)]
+pub struct UnionConfig {
+    /// Lower layer directories, top-most first.
+    pub lowers: Vec<PathBuf>,
+    /// The writable layer; `None` mounts read-only.
+    pub upper: Option<PathBuf>,
+    /// Staging dir for copy-up and whiteouts, on the upper dir's filesystem.
+    pub work: Option<PathBuf>,
+    /// Use kernel passthrough for file I/O when the kernel and privilege allow.
+    pub passthrough: bool,
+    /// FUSE request threads.
+    pub threads: usize,
+    /// Let users other than the mounter in (`allow_other`; root may always).
+    pub allow_other: bool,
+    pub xattrs: XattrNamespace,
+    /// Name shown as the mount's source in `/proc/mounts`.
+    pub fsname: String,
+    /// Mount read-only even with an upper dir.
+    pub read_only: bool,
+    /// Extra mount flags: `dev`, `suid`, `exec` and their `no` forms.
+    pub flags: Vec<String>,
+}
+
+impl UnionConfig {
+    /// Defaults: passthrough on, 4 threads (at least 2), `allow_other` and the
+    /// `trusted.` namespace when root, `user.` otherwise.
+    pub fn new(lowers: Vec<PathBuf>) -> UnionConfig {
+        let root = rustix::process::geteuid().is_root();
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        UnionConfig {
+            lowers,
+            upper: None,
+            work: None,
+            passthrough: true,
+            threads: cpus.clamp(2, 8),
+            allow_other: root,
+            xattrs: if root { XattrNamespace::Trusted } else { XattrNamespace::User },
+            fsname: "strata".into(),
+            read_only: false,
+            flags: Vec::new(),
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if self.lowers.is_empty() && self.upper.is_none() {
+            return Err(Error::Config("no layers: give at least one lowerdir".into()));
+        }
+        if self.upper.is_some() != self.work.is_some() {
+            return Err(Error::Config("upperdir and workdir go together".into()));
+        }
+        if let (Some(upper), Some(work)) = (&self.upper, &self.work) {
+            use std::os::unix::fs::MetadataExt;
+            let meta = |p: &Path| std::fs::metadata(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())));
+            if meta(upper)?.dev() != meta(work)?.dev() {
+                return Err(Error::Config(format!(
+                    "workdir {} must be on the same filesystem as upperdir {}",
+                    work.display(),
+                    upper.display()
+                )));
+            }
+            if work.starts_with(upper) || upper.starts_with(work) {
+                return Err(Error::Config("workdir and upperdir must not contain each other".into()));
+            }
+        }
+        Ok(())
+    }
+
+    fn fuse_config(&self, read_only: bool) -> fuser::Config {
+        use fuser::MountOption as O;
+        let mut opts = vec![O::FSName(self.fsname.clone()), O::Subtype("strata".into()), O::DefaultPermissions];
+        if read_only {
+            opts.push(O::RO);
+        }
+        for flag in &self.flags {
+            opts.push(match flag.as_str() {
+                "dev" => O::Dev,
+                "nodev" => O::NoDev,
+                "suid" => O::Suid,
+                "nosuid" => O::NoSuid,
+                "exec" => O::Exec,
+                "noexec" => O::NoExec,
+                "noatime" => O::NoAtime,
+                other => O::CUSTOM(other.to_owned()),
+            });
+        }
+        let mut config = fuser::Config::default();
+        config.mount_options = opts;
+        config.acl = if self.allow_other { fuser::SessionACL::All } else { fuser::SessionACL::Owner };
+        config.n_threads = Some(self.threads.max(1));
+        config.clone_fd = true;
+        config
+    }
+
+    /// Opens the layers and builds the filesystem, without mounting it.
+    fn build(&self) -> Result<(fs::StrataFs, WriteForms, bool)> {
+        self.check()?;
+        let prefix = match self.xattrs {
+            XattrNamespace::Trusted => "trusted.overlay.",
+            XattrNamespace::User => "user.overlay.",
+        };
+        let layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), prefix)
+            .map_err(Error::Layers)?;
+        let forms = layers.forms;
+        let read_only = self.read_only || !layers.has_upper();
+        let union = union::Union::new(layers).map_err(Error::Layers)?;
+        let options = fs::FsOptions { read_only, passthrough: self.passthrough };
+        Ok((fs::StrataFs::new(union, options), forms, read_only))
+    }
+}
+
+/// A union mounted by this process; unmounted on [`Mounted::unmount`] or drop.
+#[derive(Debug)]
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    mountpoint: PathBuf,
+    forms: WriteForms,
+}
+
+impl Mounted {
+    /// How whiteouts and opaque dirs are written on this upper filesystem.
+    pub fn forms(&self) -> WriteForms {
+        self.forms
+    }
+
+    /// Unmounts and waits for the request threads to finish.
+    ///
+    /// # Errors
+    /// [`Error::Unmount`] when the kernel refuses (busy).
+    pub fn unmount(mut self) -> Result<()> {
+        let session = self.session.take().expect("session present until unmount");
+        session.umount_and_join().map_err(|source| Error::Unmount { mountpoint: self.mountpoint.clone(), source })
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(session) = self.session.take() {
+            let _ = session.umount_and_join();
+        }
+    }
+}
+
+/// Mounts the union at `mountpoint`, served by threads of this process.
+///
+/// # Errors
+/// [`Error::Config`] for inconsistent settings, [`Error::Layers`] when a layer cannot
+/// be opened, [`Error::Mount`] when FUSE refuses.
+pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
+    let (fs, forms, read_only) = config.build()?;
+    let session = fuser::spawn_mount(fs, mountpoint, &config.fuse_config(read_only))
+        .map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
+    Ok(Mounted { session: Some(session), mountpoint: mountpoint.to_owned(), forms })
+}
+
+/// Mounts the union at `mountpoint` and serves it on this thread until it is
+/// unmounted. `ready` runs once the mount is in place.
+///
+/// # Errors
+/// As [`mount`], and what the session loop ends with.
+pub fn serve(config: &UnionConfig, mountpoint: &Path, ready: impl FnOnce(WriteForms)) -> Result<()> {
+    let (fs, forms, read_only) = config.build()?;
+    let session = fuser::Session::new(fs, mountpoint, &config.fuse_config(read_only))
+        .map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
+    ready(forms);
+    session.run().map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })
+}

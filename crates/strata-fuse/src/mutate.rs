@@ -1,0 +1,461 @@
+//! Changes to the union, written to the upper dir in overlayfs's own form (whiteouts,
+//! opaque dirs) so it stays valid for kernel overlayfs and for layer diffs. Each rule
+//! follows what `fs/overlayfs/dir.c` does with `redirect_dir=off`.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timestamps, Uid, XattrFlags};
+use rustix::io::Errno;
+use strata_core::sys;
+
+use crate::layers::{self, Layers, Place};
+use crate::nodes::Node;
+use crate::union::{Found, Union};
+
+/// What to create.
+#[derive(Debug)]
+pub(crate) enum NewEntry<'a> {
+    File { mode: u32, flags: OFlags },
+    Dir { mode: u32 },
+    Special { mode: u32, rdev: u64 },
+    Symlink { target: &'a Path },
+    Link { ino: u64 },
+}
+
+/// Who asks (the new entry's owner).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// The attribute changes of one `setattr`.
+#[derive(Debug, Default)]
+pub(crate) struct AttrChange {
+    pub mode: Option<u32>,
+    pub uid: Option<u32>,
+    pub gid: Option<u32>,
+    pub size: Option<u64>,
+    pub times: Option<Timestamps>,
+}
+
+const S_ISGID: u32 = 0o2000;
+
+impl Union {
+    /// Creates `name` in `parent`; returns the entry and, for files, the open file.
+    pub(crate) fn create(
+        &self,
+        parent: u64,
+        name: &OsStr,
+        what: NewEntry<'_>,
+        caller: Caller,
+    ) -> io::Result<(Found, Option<File>)> {
+        if layers::is_aufs_marker(name) {
+            // A `.wh.` name would read back as a whiteout.
+            return Err(Errno::INVAL.into());
+        }
+        let _tree = self.write_tree();
+        self.ensure_upper(parent)?;
+        if let NewEntry::Link { ino } = what {
+            self.ensure_upper(ino)?;
+        }
+        let (pnode, ppath) = self.node_at(parent)?;
+        if self.resolve(&pnode, &ppath, name)?.is_some() {
+            return Err(Errno::EXIST.into());
+        }
+        let updir = self.layers.dir(Place::Upper, &ppath)?;
+        let pstat = rustix::fs::statat(&updir, ".", AtFlags::empty())?;
+        let gid = if pstat.st_mode & S_ISGID != 0 { pstat.st_gid } else { caller.gid };
+        let over_whiteout = match rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if layers::is_whiteout(&st) => true,
+            Ok(_) => return Err(Errno::EXIST.into()),
+            Err(_) => false,
+        };
+        let is_dir = matches!(what, NewEntry::Dir { .. });
+        // A new dir over a whiteout must hide what the whiteout hid.
+        let opaque = is_dir && over_whiteout;
+        let file = if over_whiteout {
+            let work = self.layers.work()?;
+            let tmp = self.tmp_name();
+            let made = self
+                .make(work, &tmp, &what, caller.uid, gid, pstat.st_mode & S_ISGID != 0)
+                .and_then(|f| {
+                    if opaque {
+                        self.layers.make_opaque(work, &tmp)?;
+                    }
+                    rustix::fs::renameat_with(work, &tmp, &updir, name, RenameFlags::EXCHANGE)?;
+                    rustix::fs::unlinkat(work, &tmp, AtFlags::empty())?;
+                    Ok(f)
+                });
+            if made.is_err() {
+                let _ = sys::remove_all(work, &tmp);
+            }
+            made?
+        } else {
+            let f = self.make(updir.as_fd(), name, &what, caller.uid, gid, pstat.st_mode & S_ISGID != 0)?;
+            if opaque {
+                self.layers.make_opaque(updir.as_fd(), name)?;
+            }
+            // An AUFS-form whiteout under the new name is superseded now.
+            Layers::remove_whiteout_marker(updir.as_fd(), name)?;
+            f
+        };
+        let found = self.lookup_locked(parent, name)?;
+        Ok((found, file))
+    }
+
+    /// Makes one new entry `name` in `dir` owned by (uid, gid).
+    fn make(
+        &self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        what: &NewEntry<'_>,
+        uid: u32,
+        gid: u32,
+        sgid_parent: bool,
+    ) -> io::Result<Option<File>> {
+        let mut file = None;
+        let mut mode_to_fix = None;
+        match what {
+            NewEntry::File { mode, flags } => {
+                let access = *flags & OFlags::RWMODE;
+                let fd = rustix::fs::openat(
+                    dir,
+                    name,
+                    access | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+                    Mode::from_raw_mode(*mode & 0o7777),
+                )?;
+                mode_to_fix = Some(*mode & 0o7777);
+                file = Some(File::from(fd));
+            }
+            NewEntry::Dir { mode } => {
+                let mode = *mode & 0o7777 | if sgid_parent { S_ISGID } else { 0 };
+                rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(mode))?;
+                mode_to_fix = Some(mode);
+            }
+            NewEntry::Special { mode, rdev } => {
+                let kind = FileType::from_raw_mode(*mode);
+                rustix::fs::mknodat(dir, name, kind, Mode::from_raw_mode(*mode & 0o7777), *rdev)?;
+                mode_to_fix = Some(*mode & 0o7777);
+            }
+            NewEntry::Symlink { target } => rustix::fs::symlinkat(target.as_os_str(), dir, name)?,
+            NewEntry::Link { ino } => {
+                let (_, src_dir, src_name) = self.real(*ino)?;
+                rustix::fs::linkat(&src_dir, &src_name, dir, name, AtFlags::empty())?;
+                return Ok(None);
+            }
+        }
+        let (my_uid, my_gid) = sys::effective_ids();
+        if uid != my_uid || gid != my_gid {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(Uid::from_raw(uid)),
+                Some(Gid::from_raw(gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        // The kernel applied the caller's umask already; undo ours (and chown's suid clearing).
+        if let Some(mode) = mode_to_fix {
+            if mode & self.umask != 0 || (mode & 0o6000 != 0 && (uid != my_uid || gid != my_gid)) {
+                rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
+            }
+        }
+        Ok(file)
+    }
+
+    /// `unlink` (dir = false) or `rmdir` (dir = true).
+    pub(crate) fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> io::Result<()> {
+        let _tree = self.write_tree();
+        let (pnode, ppath) = self.node_at(parent)?;
+        let (child, _, _) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
+        let child_is_dir = child.kind == FileType::Directory;
+        if dir && !child_is_dir {
+            return Err(Errno::NOTDIR.into());
+        }
+        if !dir && child_is_dir {
+            return Err(Errno::ISDIR.into());
+        }
+        if dir && !self.list_node(&child, &ppath.join(name))?.is_empty() {
+            return Err(Errno::NOTEMPTY.into());
+        }
+        self.ensure_upper(parent)?;
+        let (pnode, ppath) = self.node_at(parent)?;
+        let updir = self.layers.dir(Place::Upper, &ppath)?;
+        let needs_whiteout = self.lower_positive(&pnode, &ppath, name)?;
+        if child.place == Place::Upper {
+            if needs_whiteout {
+                self.replace_with_whiteout(updir.as_fd(), name, child_is_dir)?;
+            } else if child_is_dir {
+                self.remove_upper_dir(updir.as_fd(), name)?;
+            } else {
+                rustix::fs::unlinkat(&updir, name, AtFlags::empty())?;
+            }
+        } else {
+            self.layers.make_whiteout(updir.as_fd(), name)?;
+        }
+        self.nodes().unlink(parent, &name.to_owned());
+        Ok(())
+    }
+
+    /// Atomically turns upper entry `name` into a whiteout (staged in the work dir).
+    fn replace_with_whiteout(&self, updir: BorrowedFd<'_>, name: &OsStr, is_dir: bool) -> io::Result<()> {
+        let work = self.layers.work()?;
+        if !self.layers.forms.chardev_whiteouts {
+            let tmp = self.tmp_name();
+            rustix::fs::renameat(updir, name, work, &tmp)?;
+            sys::remove_all(work, &tmp)?;
+            return self.layers.make_whiteout(updir, name);
+        }
+        let tmp = self.tmp_name();
+        self.layers.make_whiteout(work, &tmp)?;
+        let swapped = if is_dir {
+            rustix::fs::renameat_with(work, &tmp, updir, name, RenameFlags::EXCHANGE)
+        } else {
+            rustix::fs::renameat(work, &tmp, updir, name).map(|()| ())
+        };
+        if let Err(e) = swapped {
+            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            return Err(e.into());
+        }
+        if is_dir { sys::remove_all(work, &tmp) } else { Ok(()) }
+    }
+
+    /// Removes an upper dir that is empty in the union but may hold whiteouts or markers.
+    fn remove_upper_dir(&self, updir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        match rustix::fs::unlinkat(updir, name, AtFlags::REMOVEDIR) {
+            Err(Errno::NOTEMPTY | Errno::EXIST) => {
+                let work = self.layers.work()?;
+                let tmp = self.tmp_name();
+                rustix::fs::renameat(updir, name, work, &tmp)?;
+                sys::remove_all(work, &tmp)
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Empties an upper dir that is empty in the union (only whiteouts and markers left),
+    /// so another dir can be renamed over it.
+    fn clear_upper_dir(&self, updir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        let dir = sys::open_child_dir(updir, name)?;
+        for entry in sys::list_dir(dir.as_fd())? {
+            sys::remove_all(dir.as_fd(), &entry)?;
+        }
+        Ok(())
+    }
+
+    /// `rename(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
+    pub(crate) fn rename(&self, p1: u64, n1: &OsStr, p2: u64, n2: &OsStr, flags: RenameFlags) -> io::Result<()> {
+        if layers::is_aufs_marker(n2) || flags.contains(RenameFlags::WHITEOUT) {
+            return Err(Errno::INVAL.into());
+        }
+        let exchange = flags.contains(RenameFlags::EXCHANGE);
+        let _tree = self.write_tree();
+        let (pn1, pp1) = self.node_at(p1)?;
+        let (pn2, pp2) = self.node_at(p2)?;
+        let (src, src_st, _) = self.resolve(&pn1, &pp1, n1)?.ok_or(Errno::NOENT)?;
+        let dst = self.resolve(&pn2, &pp2, n2)?;
+        if p1 == p2 && n1 == n2 {
+            return Ok(());
+        }
+        if flags.contains(RenameFlags::NOREPLACE) && dst.is_some() {
+            return Err(Errno::EXIST.into());
+        }
+        if exchange && dst.is_none() {
+            return Err(Errno::NOENT.into());
+        }
+        let src_is_dir = src.kind == FileType::Directory;
+        // The order of checks is the kernel's: the VFS's type checks, then overlayfs's
+        // EXDEV for dirs with lower parts (no redirect_dir), then emptiness.
+        if let Some((d, d_st, _)) = &dst {
+            let dst_is_dir = d.kind == FileType::Directory;
+            if !exchange {
+                if d_st.st_ino == src_st.st_ino && d_st.st_dev == src_st.st_dev {
+                    return Ok(()); // two names of one file: rename(2) does nothing
+                }
+                if src_is_dir && !dst_is_dir {
+                    return Err(Errno::NOTDIR.into());
+                }
+                if !src_is_dir && dst_is_dir {
+                    return Err(Errno::ISDIR.into());
+                }
+            }
+        }
+        if src_is_dir && src.has_lower() {
+            return Err(Errno::XDEV.into());
+        }
+        if let Some((d, _, _)) = &dst {
+            let dst_is_dir = d.kind == FileType::Directory;
+            if exchange && dst_is_dir && d.has_lower() {
+                return Err(Errno::XDEV.into());
+            }
+            if !exchange && dst_is_dir && !self.list_node(d, &pp2.join(n2))?.is_empty() {
+                return Err(Errno::NOTEMPTY.into());
+            }
+        }
+        self.ensure_upper(p1)?;
+        self.ensure_upper(p2)?;
+        let src_ino = self.nodes().child(p1, &n1.to_owned()).ok_or(Errno::NOENT)?;
+        self.ensure_upper(src_ino)?;
+        let dst_ino = if exchange {
+            let ino = self.nodes().child(p2, &n2.to_owned()).ok_or(Errno::NOENT)?;
+            self.ensure_upper(ino)?;
+            Some(ino)
+        } else {
+            None
+        };
+        let (pn1, pp1) = self.node_at(p1)?;
+        let (pn2, pp2) = self.node_at(p2)?;
+        let up1 = self.layers.dir(Place::Upper, &pp1)?;
+        let up2 = self.layers.dir(Place::Upper, &pp2)?;
+        if src_is_dir && pn2.is_merged_dir() && !Layers::is_opaque(up1.as_fd(), n1)? {
+            self.layers.make_opaque(up1.as_fd(), n1)?;
+        }
+        if exchange {
+            let dst_is_dir = dst.as_ref().is_some_and(|(d, _, _)| d.kind == FileType::Directory);
+            if dst_is_dir && pn1.is_merged_dir() && !Layers::is_opaque(up2.as_fd(), n2)? {
+                self.layers.make_opaque(up2.as_fd(), n2)?;
+            }
+            rustix::fs::renameat_with(&up1, n1, &up2, n2, RenameFlags::EXCHANGE)?;
+            let mut nodes = self.nodes();
+            nodes.unlink(p1, &n1.to_owned());
+            nodes.unlink(p2, &n2.to_owned());
+            nodes.add_link(src_ino, p2, n2);
+            if let Some(ino) = dst_ino {
+                nodes.add_link(ino, p1, n1);
+            }
+            return Ok(());
+        }
+        self.move_entry(&pn1, &pp1, up1.as_fd(), n1, up2.as_fd(), n2, src_is_dir, dst.as_ref().map(|d| &d.0))?;
+        self.nodes().rename(p1, &n1.to_owned(), p2, &n2.to_owned());
+        Ok(())
+    }
+
+    /// The overwriting rename in the upper dir, leaving a whiteout at the source when a
+    /// lower layer has that name.
+    #[allow(clippy::too_many_arguments)]
+    fn move_entry(
+        &self,
+        pn1: &Node,
+        pp1: &PathBuf,
+        up1: BorrowedFd<'_>,
+        n1: &OsStr,
+        up2: BorrowedFd<'_>,
+        n2: &OsStr,
+        src_is_dir: bool,
+        dst: Option<&Node>,
+    ) -> io::Result<()> {
+        let dst_upper = rustix::fs::statat(up2, n2, AtFlags::SYMLINK_NOFOLLOW).ok();
+        let dst_is_whiteout = dst_upper.as_ref().is_some_and(layers::is_whiteout);
+        if dst.is_some_and(|d| d.kind == FileType::Directory && d.place == Place::Upper) {
+            self.clear_upper_dir(up2, n2)?;
+        }
+        let whiteout_source = self.lower_positive(pn1, pp1, n1)?;
+        if whiteout_source {
+            if dst_is_whiteout {
+                rustix::fs::renameat_with(up1, n1, up2, n2, RenameFlags::EXCHANGE)?;
+            } else if self.layers.forms.chardev_whiteouts {
+                rustix::fs::renameat_with(up1, n1, up2, n2, RenameFlags::WHITEOUT)?;
+            } else {
+                rustix::fs::renameat(up1, n1, up2, n2)?;
+                self.layers.make_whiteout(up1, n1)?;
+            }
+        } else if dst_is_whiteout && src_is_dir {
+            rustix::fs::renameat_with(up1, n1, up2, n2, RenameFlags::EXCHANGE)?;
+            rustix::fs::unlinkat(up1, n1, AtFlags::empty())?;
+        } else {
+            rustix::fs::renameat(up1, n1, up2, n2)?;
+        }
+        Layers::remove_whiteout_marker(up2, n2)?;
+        Ok(())
+    }
+
+    /// chmod, chown, truncate, utimens: copies up, then changes the upper copy.
+    pub(crate) fn setattr(&self, ino: u64, change: &AttrChange, open: Option<&File>) -> io::Result<()> {
+        let _tree = self.write_tree();
+        self.ensure_upper(ino)?;
+        let (node, dir, name) = self.real(ino)?;
+        let name = if ino == crate::nodes::ROOT { OsString::from(".") } else { name };
+        if let Some(size) = change.size {
+            if node.kind == FileType::Directory {
+                return Err(Errno::ISDIR.into());
+            }
+            match open.map(|f| rustix::fs::ftruncate(f, size)) {
+                Some(Ok(())) => {}
+                _ => {
+                    let fd = rustix::fs::openat(&dir, &name, OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+                    rustix::fs::ftruncate(&fd, size)?;
+                }
+            }
+        }
+        if change.uid.is_some() || change.gid.is_some() {
+            rustix::fs::chownat(
+                &dir,
+                &name,
+                change.uid.map(Uid::from_raw),
+                change.gid.map(Gid::from_raw),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if let Some(mode) = change.mode {
+            if node.kind == FileType::Symlink {
+                return Err(Errno::OPNOTSUPP.into());
+            }
+            rustix::fs::chmodat(&dir, &name, Mode::from_raw_mode(mode & 0o7777), AtFlags::empty())?;
+        }
+        if let Some(times) = &change.times {
+            rustix::fs::utimensat(&dir, &name, times, AtFlags::SYMLINK_NOFOLLOW)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn setxattr(&self, ino: u64, key: &OsStr, value: &[u8], flags: XattrFlags) -> io::Result<()> {
+        if self.is_private_xattr(key) {
+            return Err(Errno::NOTSUP.into());
+        }
+        let _tree = self.write_tree();
+        self.ensure_upper(ino)?;
+        let (_, dir, name) = self.real(ino)?;
+        let path = proc_path(&dir, &name, ino);
+        if ino == crate::nodes::ROOT {
+            Ok(rustix::fs::setxattr(path, key, value, flags)?)
+        } else {
+            Ok(rustix::fs::lsetxattr(path, key, value, flags)?)
+        }
+    }
+
+    pub(crate) fn removexattr(&self, ino: u64, key: &OsStr) -> io::Result<()> {
+        if self.is_private_xattr(key) {
+            return Err(Errno::NOTSUP.into());
+        }
+        // overlayfs answers ENODATA without a copy-up when the name is absent.
+        if let Err(e) = self.getxattr(ino, key) {
+            if e.raw_os_error() == Some(Errno::NODATA.raw_os_error()) {
+                return Err(e);
+            }
+        }
+        let _tree = self.write_tree();
+        self.ensure_upper(ino)?;
+        let (_, dir, name) = self.real(ino)?;
+        let path = proc_path(&dir, &name, ino);
+        if ino == crate::nodes::ROOT {
+            Ok(rustix::fs::removexattr(path, key)?)
+        } else {
+            Ok(rustix::fs::lremovexattr(path, key)?)
+        }
+    }
+}
+
+/// `/proc/self/fd/<dir>/<name>`: names a symlink or device without opening it.
+fn proc_path(dir: &OwnedFd, name: &OsStr, ino: u64) -> PathBuf {
+    use std::os::fd::AsRawFd;
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    if ino != crate::nodes::ROOT {
+        path.push(name);
+    }
+    path
+}

@@ -1,0 +1,167 @@
+//! The inode table: what the kernel holds a reference to, keyed by the stable inode
+//! number we report (fuser makes the FUSE node id and `st_ino` one number).
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::io;
+use std::path::PathBuf;
+
+use rustix::fs::FileType;
+use rustix::io::Errno;
+
+use crate::layers::{LayerIx, Place};
+
+/// The FUSE root node.
+pub(crate) const ROOT: u64 = 1;
+
+/// One union entry the kernel knows.
+#[derive(Debug, Clone)]
+pub(crate) struct Node {
+    pub kind: FileType,
+    /// Where the top-most real copy is.
+    pub place: Place,
+    /// Directories: the lower layers merged under `place` (empty when opaque or pure upper).
+    pub lowers: Vec<LayerIx>,
+    /// The names it is reachable by, (parent, name); the first is used to reach the real
+    /// file. Several only for hard links; empty once unlinked (open handles still work).
+    pub links: Vec<(u64, OsString)>,
+    pub nlookup: u64,
+}
+
+impl Node {
+    /// Every layer this entry has a real copy in, top-most first.
+    pub(crate) fn places(&self) -> impl Iterator<Item = Place> + '_ {
+        std::iter::once(self.place).chain(self.lowers.iter().map(|&i| Place::Lower(i)))
+    }
+
+    /// overlayfs's "merge" type: a directory with more than one real copy.
+    pub(crate) fn is_merged_dir(&self) -> bool {
+        self.kind == FileType::Directory && !self.lowers.is_empty()
+    }
+
+    /// Whether a lower layer holds a real copy (what forbids renaming a dir: EXDEV).
+    pub(crate) fn has_lower(&self) -> bool {
+        matches!(self.place, Place::Lower(_)) || !self.lowers.is_empty()
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Nodes {
+    map: HashMap<u64, Node>,
+    /// (parent, name) -> node, for the names in `Node::links`.
+    names: HashMap<(u64, OsString), u64>,
+}
+
+impl Nodes {
+    pub(crate) fn new(root: Node) -> Nodes {
+        Nodes { map: HashMap::from([(ROOT, root)]), names: HashMap::new() }
+    }
+
+    pub(crate) fn get(&self, ino: u64) -> io::Result<&Node> {
+        self.map.get(&ino).ok_or_else(|| Errno::STALE.into())
+    }
+
+    pub(crate) fn get_mut(&mut self, ino: u64) -> io::Result<&mut Node> {
+        self.map.get_mut(&ino).ok_or_else(|| Errno::STALE.into())
+    }
+
+    /// Records that the kernel got a reference to `ino` through (parent, name).
+    pub(crate) fn remember(&mut self, ino: u64, parent: u64, name: &OsString, fresh: Node) -> &Node {
+        let node = self.map.entry(ino).or_insert_with(|| Node { nlookup: 0, links: Vec::new(), ..fresh.clone() });
+        node.kind = fresh.kind;
+        node.place = fresh.place;
+        node.lowers = fresh.lowers;
+        if !node.links.iter().any(|(p, n)| *p == parent && n == name) {
+            node.links.insert(0, (parent, name.clone()));
+        }
+        node.nlookup += 1;
+        if let Some(old) = self.names.insert((parent, name.clone()), ino) {
+            if old != ino {
+                if let Some(stale) = self.map.get_mut(&old) {
+                    stale.links.retain(|(p, n)| !(*p == parent && n == name));
+                }
+            }
+        }
+        &self.map[&ino]
+    }
+
+    /// The kernel dropped `count` references.
+    pub(crate) fn forget(&mut self, ino: u64, count: u64) {
+        if ino == ROOT {
+            return;
+        }
+        if let Some(node) = self.map.get_mut(&ino) {
+            node.nlookup = node.nlookup.saturating_sub(count);
+            if node.nlookup == 0 {
+                if let Some(node) = self.map.remove(&ino) {
+                    for link in node.links {
+                        if self.names.get(&link) == Some(&ino) {
+                            self.names.remove(&link);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The node reachable by (parent, name), if the kernel holds one.
+    pub(crate) fn child(&self, parent: u64, name: &OsString) -> Option<u64> {
+        self.names.get(&(parent, name.clone())).copied()
+    }
+
+    /// Drops the name (parent, name) from whichever node has it.
+    pub(crate) fn unlink(&mut self, parent: u64, name: &OsString) {
+        if let Some(ino) = self.names.remove(&(parent, name.clone())) {
+            if let Some(node) = self.map.get_mut(&ino) {
+                node.links.retain(|(p, n)| !(*p == parent && n == name));
+            }
+        }
+    }
+
+    /// Moves the name (parent, name) to (new_parent, new_name).
+    pub(crate) fn rename(&mut self, parent: u64, name: &OsString, new_parent: u64, new_name: &OsString) {
+        self.unlink(new_parent, new_name);
+        if let Some(ino) = self.names.remove(&(parent, name.clone())) {
+            self.names.insert((new_parent, new_name.clone()), ino);
+            if let Some(node) = self.map.get_mut(&ino) {
+                for link in &mut node.links {
+                    if link.0 == parent && &link.1 == name {
+                        *link = (new_parent, new_name.clone());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Gives `ino` the extra name (parent, name).
+    pub(crate) fn add_link(&mut self, ino: u64, parent: u64, name: &OsStr) {
+        let key = (parent, name.to_owned());
+        if let Some(node) = self.map.get_mut(&ino) {
+            node.links.insert(0, key.clone());
+            self.names.insert(key, ino);
+        }
+    }
+
+    /// Union-relative path of `ino` ("" for the root).
+    pub(crate) fn path(&self, ino: u64) -> io::Result<PathBuf> {
+        let mut parts = Vec::new();
+        let mut at = ino;
+        while at != ROOT {
+            let node = self.get(at)?;
+            let (parent, name) = node.links.first().ok_or(Errno::NOENT)?;
+            parts.push(name.clone());
+            at = *parent;
+            if parts.len() > 4096 {
+                return Err(Errno::LOOP.into());
+            }
+        }
+        Ok(parts.iter().rev().collect())
+    }
+
+    /// (path of the parent directory, name) of `ino`.
+    pub(crate) fn locate(&self, ino: u64) -> io::Result<(PathBuf, OsString)> {
+        let node = self.get(ino)?;
+        let (parent, name) = node.links.first().ok_or(Errno::NOENT)?;
+        Ok((self.path(*parent)?, name.clone()))
+    }
+}

@@ -1,0 +1,133 @@
+//! fuse-overlayfs's `-o` option language, so strata-fuse drops into a `mount_program`.
+
+use std::path::PathBuf;
+
+use crate::{Error, Result, UnionConfig, XattrNamespace};
+
+/// Options fuse-overlayfs callers pass that change nothing here (said why beside each).
+const ACCEPTED_AND_IGNORED: &[&str] = &[
+    "rw",                  // the default
+    "default_permissions", // always on
+    "fsync=1",             // copy-up already fsyncs
+    "fsync=0",             // a hint; copy-up stays durable
+    "noacl",               // no POSIX ACL handling either way
+    "redirect_dir=off",    // what strata-fuse does
+    "index=off",           // what strata-fuse does
+    "metacopy=off",        // what strata-fuse does
+    "xino=off",            // inode numbers are ours
+    "xino=auto",
+    "static_nlink", // merged dirs already report nlink 1
+    "allow_root",   // root may always
+    "auto_unmount", // the daemon is managed by `strata umount` / fusermount3 -u
+];
+
+/// Applies a comma-separated option string (as after `-o`) to `config`.
+///
+/// # Errors
+/// [`Error::Config`] naming the option that is unknown or unsupported.
+pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
+    for opt in split_options(opts) {
+        let (key, value) = match opt.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (opt.as_str(), None),
+        };
+        match (key, value) {
+            ("lowerdir", Some(v)) => config.lowers = split_dirs(v)?,
+            ("upperdir", Some(v)) => config.upper = Some(PathBuf::from(v)),
+            ("workdir", Some(v)) => config.work = Some(PathBuf::from(v)),
+            ("fsname", Some(v)) => config.fsname = v.to_owned(),
+            ("threads", Some(v)) => {
+                config.threads = v.parse().map_err(|_| Error::Config(format!("threads={v}: not a number")))?;
+            }
+            ("passthrough", Some("on")) => config.passthrough = true,
+            ("passthrough", Some("off")) => config.passthrough = false,
+            ("userxattr", None) => config.xattrs = XattrNamespace::User,
+            ("ro", None) => config.read_only = true,
+            ("allow_other", None) => config.allow_other = true,
+            ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "noatime", None) => {
+                config.flags.push(key.to_owned());
+            }
+            ("uidmapping" | "gidmapping" | "squash_to_root" | "squash_to_uid" | "squash_to_gid", _) => {
+                return Err(Error::Config(format!(
+                    "option {key}: id mapping is not supported by strata-fuse; use an idmapped mount or chown the layers"
+                )));
+            }
+            ("subtype" | "context" | "fscontext" | "defcontext" | "rootcontext", Some(_)) => {}
+            _ if ACCEPTED_AND_IGNORED.contains(&opt.as_str()) => {}
+            _ => return Err(Error::Config(format!("unknown option {opt:?} (see strata-fuse --help)"))),
+        }
+    }
+    Ok(())
+}
+
+/// Splits on commas not escaped with a backslash (`\,` keeps a comma in a path).
+fn split_options(opts: &str) -> Vec<String> {
+    let mut out = vec![String::new()];
+    let mut chars = opts.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some(next) = chars.next() {
+                    if next != ',' {
+                        out.last_mut().expect("never empty").push('\\');
+                    }
+                    out.last_mut().expect("never empty").push(next);
+                }
+            }
+            ',' => out.push(String::new()),
+            c => out.last_mut().expect("never empty").push(c),
+        }
+    }
+    out.retain(|s| !s.is_empty());
+    out
+}
+
+/// `A:B:C` (top-most first), with `\:` for a colon inside a path.
+fn split_dirs(v: &str) -> Result<Vec<PathBuf>> {
+    let mut dirs = vec![String::new()];
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => dirs.last_mut().expect("never empty").extend(chars.next()),
+            ':' => dirs.push(String::new()),
+            c => dirs.last_mut().expect("never empty").push(c),
+        }
+    }
+    if dirs.iter().any(String::is_empty) {
+        return Err(Error::Config(format!("lowerdir={v}: empty layer path")));
+    }
+    Ok(dirs.into_iter().map(PathBuf::from).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuse_overlayfs_option_strings_parse() {
+        let mut c = UnionConfig::new(vec![]);
+        parse_options(&mut c, "lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w,fsync=0,nodev,userxattr").expect("parses");
+        assert_eq!(c.lowers, vec![PathBuf::from("/l/2"), PathBuf::from("/l/1")]);
+        assert_eq!(c.upper.as_deref(), Some(std::path::Path::new("/u")));
+        assert_eq!(c.work.as_deref(), Some(std::path::Path::new("/w")));
+        assert_eq!(c.flags, vec!["nodev".to_owned()]);
+        assert_eq!(c.xattrs, XattrNamespace::User);
+    }
+
+    #[test]
+    fn escapes_keep_colons_and_commas_in_paths() {
+        let mut c = UnionConfig::new(vec![]);
+        parse_options(&mut c, r"lowerdir=/a\:b:/c\,d").expect("parses");
+        assert_eq!(c.lowers, vec![PathBuf::from("/a:b"), PathBuf::from("/c,d")]);
+    }
+
+    #[test]
+    fn unknown_and_unsupported_options_are_named() {
+        let mut c = UnionConfig::new(vec![]);
+        let e = parse_options(&mut c, "lowerdir=/a,frobnicate").expect_err("unknown");
+        assert!(e.to_string().contains("frobnicate"), "{e}");
+        let e = parse_options(&mut c, "uidmapping=0:1000:1").expect_err("unsupported");
+        assert!(e.to_string().contains("id mapping"), "{e}");
+        assert!(parse_options(&mut c, "lowerdir=/a::/b").is_err());
+    }
+}

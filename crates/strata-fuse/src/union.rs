@@ -1,0 +1,351 @@
+//! The union view: name resolution through the layers, attributes with stable inode
+//! numbers, merged listings and xattr reads. Changes live in `mutate.rs`.
+
+use std::collections::HashSet;
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+use strata_core::sys;
+
+use crate::layers::{self, LayerIx, Layers, Place, Probe, WH_OPAQUE};
+use crate::nodes::{Node, Nodes, ROOT};
+
+/// The xattr (after the overlay prefix) in which a copied-up entry keeps the inode
+/// number it had in its lower layer, so `st_ino` survives copy-up and remounts.
+/// overlayfs ignores (and hides) unknown names under its prefix.
+pub(crate) const ORIGIN_INO: &str = "strata.ino";
+
+/// A union entry found by name.
+#[derive(Debug)]
+pub(crate) struct Found {
+    pub ino: u64,
+    pub st: Stat,
+    pub node: Node,
+}
+
+/// One merged directory entry.
+#[derive(Debug, Clone)]
+pub(crate) struct DirEntry {
+    pub name: OsString,
+    pub kind: FileType,
+    pub ino: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Union {
+    pub(crate) layers: Layers,
+    pub(crate) nodes: Mutex<Nodes>,
+    /// Changes to the tree (create, remove, rename, copy-up) hold it exclusively; name
+    /// resolution and listings share it. Data reads and writes go through open fds and
+    /// take nothing.
+    tree: RwLock<()>,
+    /// Devices seen, in a fixed order (upper, then lowers), for inode-number mixing.
+    devs: Mutex<Vec<u64>>,
+    tmp_counter: AtomicU64,
+    /// This process's umask, which the kernel already applied to modes it sends us.
+    pub(crate) umask: u32,
+    pub(crate) origin_key: String,
+}
+
+impl Union {
+    pub(crate) fn new(layers: Layers) -> io::Result<Union> {
+        let n = LayerIx::try_from(layers.lower_count()).map_err(|_| Errno::INVAL)?;
+        let root = if layers.has_upper() {
+            Node { kind: FileType::Directory, place: Place::Upper, lowers: (0..n).collect(), links: vec![], nlookup: 1 }
+        } else if n > 0 {
+            Node { kind: FileType::Directory, place: Place::Lower(0), lowers: (1..n).collect(), links: vec![], nlookup: 1 }
+        } else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "a union needs at least one layer"));
+        };
+        let mut devs = Vec::new();
+        for place in root.places() {
+            let dev = rustix::fs::fstat(layers.root(place))?.st_dev;
+            if !devs.contains(&dev) {
+                devs.push(dev);
+            }
+        }
+        let old = rustix::process::umask(Mode::empty());
+        rustix::process::umask(old);
+        let origin_key = format!("{}{ORIGIN_INO}", layers.prefix);
+        Ok(Union {
+            layers,
+            nodes: Mutex::new(Nodes::new(root)),
+            tree: RwLock::new(()),
+            devs: Mutex::new(devs),
+            tmp_counter: AtomicU64::new(0),
+            umask: old.as_raw_mode(),
+            origin_key,
+        })
+    }
+
+    pub(crate) fn nodes(&self) -> MutexGuard<'_, Nodes> {
+        self.nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn read_tree(&self) -> RwLockReadGuard<'_, ()> {
+        self.tree.read().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn write_tree(&self) -> RwLockWriteGuard<'_, ()> {
+        self.tree.write().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A fresh name for staging in the work dir.
+    pub(crate) fn tmp_name(&self) -> OsString {
+        let n = self.tmp_counter.fetch_add(1, Ordering::Relaxed);
+        OsString::from(format!("#strata-{}-{n}", std::process::id()))
+    }
+
+    /// (node, parent path, name) of `ino`, cloned out of the table.
+    pub(crate) fn node_at(&self, ino: u64) -> io::Result<(Node, PathBuf)> {
+        let nodes = self.nodes();
+        Ok((nodes.get(ino)?.clone(), nodes.path(ino)?))
+    }
+
+    /// The layer directory holding `ino`'s real copy, and its name there.
+    pub(crate) fn real(&self, ino: u64) -> io::Result<(Node, OwnedFd, OsString)> {
+        let (node, parent_path, name) = {
+            let nodes = self.nodes();
+            let node = nodes.get(ino)?.clone();
+            if ino == ROOT {
+                (node, PathBuf::new(), OsString::from("."))
+            } else {
+                let (p, n) = nodes.locate(ino)?;
+                (node, p, n)
+            }
+        };
+        let dir = self.layers.dir(node.place, &parent_path)?;
+        Ok((node, dir, name))
+    }
+
+    /// `lstat` of `ino`'s real copy.
+    pub(crate) fn stat(&self, ino: u64) -> io::Result<(Node, Stat)> {
+        let _tree = self.read_tree();
+        let (node, dir, name) = self.real(ino)?;
+        let st = rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+        Ok((node, st))
+    }
+
+    /// Looks `name` up in directory `parent` and records the kernel's new reference.
+    pub(crate) fn lookup(&self, parent: u64, name: &OsStr) -> io::Result<Found> {
+        let _tree = self.read_tree();
+        self.lookup_locked(parent, name)
+    }
+
+    pub(crate) fn lookup_locked(&self, parent: u64, name: &OsStr) -> io::Result<Found> {
+        let (pnode, ppath) = self.node_at(parent)?;
+        let (node, st, dir) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
+        let ino = self.ino_of(node.place, dir.as_fd(), name, &st);
+        let node = self.nodes().remember(ino, parent, &name.to_owned(), node).clone();
+        Ok(Found { ino, st, node })
+    }
+
+    /// Resolves `name` in the directory `pnode` (at `ppath`) through its layers, as
+    /// overlayfs does: the top-most entry wins; a whiteout ends the search; directories
+    /// merge downwards until an opaque one or a non-directory.
+    pub(crate) fn resolve(&self, pnode: &Node, ppath: &Path, name: &OsStr) -> io::Result<Option<(Node, Stat, OwnedFd)>> {
+        if pnode.kind != FileType::Directory {
+            return Err(Errno::NOTDIR.into());
+        }
+        if layers::is_aufs_marker(name) || name.as_bytes().contains(&b'/') {
+            return Ok(None);
+        }
+        let mut found: Option<(Node, Stat, OwnedFd)> = None;
+        for place in pnode.places() {
+            let dir = match self.layers.dir(place, ppath) {
+                Ok(d) => d,
+                Err(e) if matches!(e.raw_os_error(), Some(c) if c == Errno::NOENT.raw_os_error()) => continue,
+                Err(e) => return Err(e),
+            };
+            match Layers::probe(dir.as_fd(), name)? {
+                Probe::Absent => continue,
+                Probe::Whiteout => break,
+                Probe::Found(st) => {
+                    let is_dir = layers::kind_of(&st) == FileType::Directory;
+                    match &mut found {
+                        None => {
+                            let opaque = is_dir && Layers::is_opaque(dir.as_fd(), name)?;
+                            let node =
+                                Node { kind: layers::kind_of(&st), place, lowers: vec![], links: vec![], nlookup: 0 };
+                            found = Some((node, st, dir));
+                            if !is_dir || opaque {
+                                break;
+                            }
+                        }
+                        Some((node, _, _)) => {
+                            if !is_dir {
+                                break;
+                            }
+                            if let Place::Lower(i) = place {
+                                node.lowers.push(i);
+                            }
+                            if Layers::is_opaque(dir.as_fd(), name)? {
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether a lower layer under directory `pnode` shows an entry `name` (so removing
+    /// or moving it away needs a whiteout).
+    pub(crate) fn lower_positive(&self, pnode: &Node, ppath: &Path, name: &OsStr) -> io::Result<bool> {
+        for place in pnode.places().filter(|p| *p != Place::Upper) {
+            let dir = match self.layers.dir(place, ppath) {
+                Ok(d) => d,
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
+                Err(e) => return Err(e),
+            };
+            match Layers::probe(dir.as_fd(), name)? {
+                Probe::Absent => {}
+                Probe::Whiteout => return Ok(false),
+                Probe::Found(_) => return Ok(true),
+            }
+        }
+        Ok(false)
+    }
+
+    /// The inode number we report for a real entry: its lower inode (kept across copy-up
+    /// in the origin xattr), mixed with a device index when layers span filesystems.
+    pub(crate) fn ino_of(&self, place: Place, dir: BorrowedFd<'_>, name: &OsStr, st: &Stat) -> u64 {
+        if place == Place::Upper {
+            if let Ok(Some(v)) = sys::get_xattr(dir, name, &self.origin_key) {
+                if let Ok(bytes) = <[u8; 8]>::try_from(v.as_slice()) {
+                    return u64::from_le_bytes(bytes);
+                }
+            }
+        }
+        self.mix(st.st_dev, st.st_ino)
+    }
+
+    pub(crate) fn mix(&self, dev: u64, ino: u64) -> u64 {
+        let mut devs = self.devs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let index = match devs.iter().position(|&d| d == dev) {
+            Some(i) => i,
+            None => {
+                devs.push(dev);
+                devs.len() - 1
+            }
+        };
+        let mixed = ino ^ ((index as u64) << 56);
+        if mixed <= ROOT { mixed | (1 << 63) } else { mixed }
+    }
+
+    /// The merged listing of directory `ino`: de-duplicated, whiteouts and markers
+    /// hidden, upper entries first.
+    pub(crate) fn list(&self, ino: u64) -> io::Result<Vec<DirEntry>> {
+        let _tree = self.read_tree();
+        let (node, path) = self.node_at(ino)?;
+        self.list_node(&node, &path)
+    }
+
+    pub(crate) fn list_node(&self, node: &Node, path: &Path) -> io::Result<Vec<DirEntry>> {
+        if node.kind != FileType::Directory {
+            return Err(Errno::NOTDIR.into());
+        }
+        let mut seen: HashSet<OsString> = HashSet::new();
+        let mut out = Vec::new();
+        for place in node.places() {
+            let dir = match self.layers.dir(place, path) {
+                Ok(d) => d,
+                Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
+                Err(e) => return Err(e),
+            };
+            let readable = rustix::fs::openat(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+            let dev = rustix::fs::fstat(&dir)?.st_dev;
+            let mut hidden_below = Vec::new();
+            for entry in Dir::new(readable)? {
+                let entry = entry?;
+                let name = OsStr::from_bytes(entry.file_name().to_bytes());
+                if name == "." || name == ".." || name == WH_OPAQUE {
+                    continue;
+                }
+                if let Some(target) = name.as_bytes().strip_prefix(layers::WH_PREFIX) {
+                    hidden_below.push(OsStr::from_bytes(target).to_owned());
+                    continue;
+                }
+                if seen.contains(name) {
+                    continue;
+                }
+                let mut kind = entry.file_type();
+                if matches!(kind, FileType::CharacterDevice | FileType::Unknown) {
+                    let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+                    if layers::is_whiteout(&st) {
+                        seen.insert(name.to_owned());
+                        continue;
+                    }
+                    kind = layers::kind_of(&st);
+                }
+                seen.insert(name.to_owned());
+                out.push(DirEntry { name: name.to_owned(), kind, ino: self.mix(dev, entry.ino()) });
+            }
+            seen.extend(hidden_below);
+        }
+        Ok(out)
+    }
+
+    /// An open fd on `ino`'s real file with `flags` (access mode and `O_NOATIME` kept).
+    pub(crate) fn open_real(&self, ino: u64, flags: OFlags) -> io::Result<(File, Place)> {
+        let _tree = self.read_tree();
+        let (node, dir, name) = self.real(ino)?;
+        let keep = flags & (OFlags::RWMODE | OFlags::NOATIME);
+        let fd = rustix::fs::openat(&dir, &name, keep | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
+        Ok((File::from(fd), node.place))
+    }
+
+    pub(crate) fn readlink(&self, ino: u64) -> io::Result<OsString> {
+        let _tree = self.read_tree();
+        let (_, dir, name) = self.real(ino)?;
+        sys::read_link(dir.as_fd(), &name)
+    }
+
+    /// Whether `key` is one of the overlay's own xattrs, hidden from users.
+    pub(crate) fn is_private_xattr(&self, key: &OsStr) -> bool {
+        key.as_bytes().starts_with(self.layers.prefix.as_bytes())
+    }
+
+    pub(crate) fn getxattr(&self, ino: u64, key: &OsStr) -> io::Result<Vec<u8>> {
+        if self.is_private_xattr(key) {
+            return Err(Errno::NOTSUP.into());
+        }
+        let key = key.to_str().ok_or(Errno::NODATA)?;
+        let _tree = self.read_tree();
+        let (_, dir, name) = self.real(ino)?;
+        let name = if ino == ROOT { OsString::new() } else { name };
+        sys::get_xattr(dir.as_fd(), &name, key)?.ok_or_else(|| Errno::NODATA.into())
+    }
+
+    pub(crate) fn listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
+        let _tree = self.read_tree();
+        let (_, dir, name) = self.real(ino)?;
+        let name = if ino == ROOT { OsString::new() } else { name };
+        let mut out = Vec::new();
+        for key in sys::list_xattrs(dir.as_fd(), &name)? {
+            if !self.is_private_xattr(OsStr::new(&key)) {
+                out.extend_from_slice(key.as_bytes());
+                out.push(0);
+            }
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn statfs(&self) -> io::Result<rustix::fs::StatVfs> {
+        let root = match self.layers.upper_root() {
+            Ok(fd) => fd,
+            Err(_) => self.layers.root(Place::Lower(0)),
+        };
+        let fd = rustix::fs::openat(root, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        Ok(rustix::fs::fstatvfs(fd)?)
+    }
+}

@@ -17,7 +17,7 @@ struct Cli {
 
 /// `strata fuse-serve ...`: the strata-fuse daemon that `strata mount --driver fuse`
 /// starts (internal; same command line as the `strata-fuse` binary).
-const FUSE_SERVE: &str = "fuse-serve";
+pub(crate) const FUSE_SERVE: &str = "fuse-serve";
 
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

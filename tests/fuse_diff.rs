@@ -5,7 +5,8 @@
 //!
 //! Budget: `STRATA_FUSE_DIFF_SEQUENCES` (default 24) sequences of
 //! `STRATA_FUSE_DIFF_OPS` (default 150) operations; `STRATA_FUSE_DIFF_SEED` picks the
-//! first seed. CI runs the default; run longer with e.g.
+//! first seed; `STRATA_FUSE_DIFF_STRICT=1` compares the upper dirs after every operation
+//! (slow; finds the operation that made them differ). CI runs the default; run longer with e.g.
 //! `STRATA_FUSE_DIFF_SEQUENCES=2000 cargo test --release fuse_diff`.
 
 use std::collections::BTreeSet;
@@ -45,7 +46,9 @@ fn populate(rng: &mut Rng, lowers: &[PathBuf]) {
                 if let Some(deeper) = lowers.get(depth + 1) {
                     if let Some(existing) = any_entry(deeper, rng) {
                         let target = layer.join(&existing);
-                        if target.parent().is_some_and(|d| fs::create_dir_all(d).is_ok()) && target.symlink_metadata().is_err() {
+                        if target.parent().is_some_and(|d| fs::create_dir_all(d).is_ok())
+                            && target.symlink_metadata().is_err()
+                        {
                             let _ = rustix::fs::mknodat(CWD, &target, FileType::CharacterDevice, Mode::empty(), 0);
                         }
                     }
@@ -64,7 +67,10 @@ fn populate(rng: &mut Rng, lowers: &[PathBuf]) {
                 }
                 // A whiteout only where it hides something: overlayfs lists a lone one in
                 // an unmerged dir (but cannot look it up), which no real layer has.
-                3 if lowers[depth + 1..].iter().any(|l| l.join(p.strip_prefix(layer).expect("in layer")).symlink_metadata().is_ok()) => {
+                3 if lowers[depth + 1..]
+                    .iter()
+                    .any(|l| l.join(p.strip_prefix(layer).expect("in layer")).symlink_metadata().is_ok()) =>
+                {
                     let _ = rustix::fs::mknodat(CWD, &p, FileType::CharacterDevice, Mode::empty(), 0);
                 }
                 4 => {
@@ -178,7 +184,14 @@ fn describe(md: &fs::Metadata) -> String {
     let kind = FileType::from_raw_mode(md.mode());
     let size = if matches!(kind, FileType::RegularFile | FileType::Symlink) { md.size() } else { 0 };
     let mtime = if md.mtime() < 1_300_000_000 { md.mtime() } else { 0 };
-    format!("{kind:?} mode {:o} uid {} gid {} size {size} nlink {} mtime {mtime} rdev {}", md.mode() & 0o7777, md.uid(), md.gid(), md.nlink(), md.rdev())
+    format!(
+        "{kind:?} mode {:o} uid {} gid {} size {size} nlink {} mtime {mtime} rdev {}",
+        md.mode() & 0o7777,
+        md.uid(),
+        md.gid(),
+        md.nlink(),
+        md.rdev()
+    )
 }
 
 fn run(op: &Op, root: &Path) -> Outcome {
@@ -204,7 +217,9 @@ fn run(op: &Op, root: &Path) -> Outcome {
             let f = OpenOptions::new().write(true).custom_flags(NONBLOCK).open(at(p)).map_err(errno)?;
             f.set_len(*len).map(|_| String::new()).map_err(errno)
         }
-        Op::Chmod(p, mode) => rx(rustix::fs::chmodat(CWD, at(p), Mode::from_raw_mode(*mode), AtFlags::empty())).map(|_| String::new()),
+        Op::Chmod(p, mode) => {
+            rx(rustix::fs::chmodat(CWD, at(p), Mode::from_raw_mode(*mode), AtFlags::empty())).map(|_| String::new())
+        }
         Op::Chown(p, u, g) => rx(rustix::fs::chownat(
             CWD,
             at(p),
@@ -213,9 +228,13 @@ fn run(op: &Op, root: &Path) -> Outcome {
             AtFlags::SYMLINK_NOFOLLOW,
         ))
         .map(|_| String::new()),
-        Op::Utimens(p, k) => rx(rustix::fs::utimensat(CWD, at(p), &old_times(*k), AtFlags::SYMLINK_NOFOLLOW)).map(|_| String::new()),
+        Op::Utimens(p, k) => {
+            rx(rustix::fs::utimensat(CWD, at(p), &old_times(*k), AtFlags::SYMLINK_NOFOLLOW)).map(|_| String::new())
+        }
         Op::Mkdir(p, mode) => rx(rustix::fs::mkdirat(CWD, at(p), Mode::from_raw_mode(*mode))).map(|_| String::new()),
-        Op::Mknod(p) => rx(rustix::fs::mknodat(CWD, at(p), FileType::Fifo, Mode::from_raw_mode(0o644), 0)).map(|_| String::new()),
+        Op::Mknod(p) => {
+            rx(rustix::fs::mknodat(CWD, at(p), FileType::Fifo, Mode::from_raw_mode(0o644), 0)).map(|_| String::new())
+        }
         Op::Rmdir(p) => fs::remove_dir(at(p)).map(|_| String::new()).map_err(errno),
         Op::Unlink(p) => fs::remove_file(at(p)).map(|_| String::new()).map_err(errno),
         Op::Rename(a, b, flags) => {
@@ -229,9 +248,12 @@ fn run(op: &Op, root: &Path) -> Outcome {
         Op::Link(a, b) => fs::hard_link(at(a), at(b)).map(|_| String::new()).map_err(errno),
         Op::Symlink(target, p) => std::os::unix::fs::symlink(target, at(p)).map(|_| String::new()).map_err(errno),
         Op::SetXattr(p, k, v) => {
-            rx(rustix::fs::lsetxattr(at(p), format!("user.k{k}").as_str(), &[*v], XattrFlags::empty())).map(|_| String::new())
+            rx(rustix::fs::lsetxattr(at(p), format!("user.k{k}").as_str(), &[*v], XattrFlags::empty()))
+                .map(|_| String::new())
         }
-        Op::RemoveXattr(p, k) => rx(rustix::fs::lremovexattr(at(p), format!("user.k{k}").as_str())).map(|_| String::new()),
+        Op::RemoveXattr(p, k) => {
+            rx(rustix::fs::lremovexattr(at(p), format!("user.k{k}").as_str())).map(|_| String::new())
+        }
         Op::ReadDir(p) => {
             let mut names: Vec<String> = fs::read_dir(at(p))
                 .map_err(errno)?
@@ -253,8 +275,11 @@ fn run(op: &Op, root: &Path) -> Outcome {
         Op::ListXattr(p) => {
             let mut buf = vec![0u8; 4096];
             let n = rx(rustix::fs::llistxattr(at(p), &mut buf[..]))?;
-            let names: BTreeSet<String> =
-                buf[..n].split(|&b| b == 0).filter(|k| !k.is_empty()).map(|k| String::from_utf8_lossy(k).into_owned()).collect();
+            let names: BTreeSet<String> = buf[..n]
+                .split(|&b| b == 0)
+                .filter(|k| !k.is_empty())
+                .map(|k| String::from_utf8_lossy(k).into_owned())
+                .collect();
             Ok(names.into_iter().collect::<Vec<_>>().join(" "))
         }
     }
@@ -345,6 +370,7 @@ fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
 
     let mut divergences = Vec::new();
     let mut ran = 0;
+    let strict = std::env::var_os("STRATA_FUSE_DIFF_STRICT").is_some();
     let kernel_broken = listing_matches_lookup(&m.kernel);
     if !kernel_broken.is_empty() {
         if std::env::var_os("STRATA_FUSE_DIFF_KEEP").is_some() {
@@ -370,6 +396,22 @@ fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
         if want != got {
             divergences.push(format!("seed {seed} op {i}: {op:?}\n   kernel {want:?}\n   fuse   {got:?}"));
             break; // the states differ from here on
+        }
+        if strict {
+            // Finds the first operation after which the upper dirs differ.
+            let (ku, fu) = (comparable(&d.join("ku")), comparable(&d.join("fu")));
+            if ku.1 != fu.1 || !ku.0.diff(&fu.0).is_empty() {
+                divergences
+                    .push(format!("seed {seed} op {i}: {op:?} left the upper dirs different: {:?}", ku.0.diff(&fu.0)));
+                divergences.push(format!("   opaque: kernel {:?} fuse {:?}", ku.1, fu.1));
+                if std::env::var_os("STRATA_FUSE_DIFF_SHOW").is_some() {
+                    let _ = std::process::Command::new("sh")
+                        .arg("-c")
+                        .arg(format!("cd {}; ls -laR ku fu; getfattr -R -d -m - ku fu", d.display()))
+                        .status();
+                }
+                break;
+            }
         }
     }
     for (name, root) in [("kernel", &m.kernel), ("fuse", &m.fuse)] {

@@ -5,6 +5,7 @@ mod util;
 mod bench;
 mod cli;
 mod formats;
+mod fuse;
 mod fuse_diff;
 mod hostile;
 mod images;

@@ -23,7 +23,6 @@ fn rich_layer() -> Vec<u8> {
     ])
 }
 
-
 fn mutate(rng: &mut Rng, input: &[u8]) -> Vec<u8> {
     let mut out = input.to_vec();
     for _ in 0..1 + rng.below(4) {

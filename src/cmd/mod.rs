@@ -4,6 +4,7 @@ mod apply;
 mod bench;
 mod images;
 mod mount;
+mod mount_fuse;
 mod progress;
 mod snapshots;
 mod store;

@@ -11,6 +11,7 @@ use strata_core::store::{Kind, MountRecord};
 use strata_image::{Image, Platform, Selector};
 use strata_overlay::{HostFeatures, KernelMounter, MountPlan, Mounter, OverlayOptions, is_mount_point};
 
+use super::mount_fuse::mount_fuse;
 use super::store::RootArgs;
 use super::unpack::store_image;
 
@@ -18,17 +19,20 @@ use super::unpack::store_image;
 ///
 /// Unpacks what is missing into the store, prepares the container's writable layer (an
 /// active snapshot named --name, by default derived from TARGET) and mounts the layers
-/// with kernel overlayfs. Mounting the same image with the same name again reuses that
-/// writable layer: what was written in one mount is there in the next. Needs root.
+/// with kernel overlayfs, or with strata-fuse (a userspace union mount with the same
+/// semantics) where overlayfs is unavailable or when asked. Mounting the same image with the same name again reuses that
+/// writable layer: what was written in one mount is there in the next. Needs root for
+/// overlayfs; strata-fuse also runs unprivileged where fusermount3 allows.
 #[derive(Debug, clap::Args)]
 #[command(
-    after_help = "Examples:\n  strata mount demo/image /tmp/strata-demo\n  strata mount --read-only --platform linux/arm64 app.tar /mnt/app\n  strata umount /tmp/strata-demo          # keeps the writable layer\n  strata umount --rm /tmp/strata-demo     # and removes it"
+    after_help = "Examples:\n  strata mount demo/image /tmp/strata-demo\n  strata mount --driver fuse demo/image /tmp/strata-demo   # userspace, same semantics\n  strata mount --read-only --platform linux/arm64 app.tar /mnt/app\n  strata umount /tmp/strata-demo          # keeps the writable layer\n  strata umount --rm /tmp/strata-demo     # and removes it"
 )]
 pub struct MountArgs {
     /// Mount read-only (no writable layer).
     #[arg(long)]
     read_only: bool,
-    /// `overlay` (kernel overlayfs), `fuse` (strata-fuse), or `auto` (overlay when it works).
+    /// `overlay` (kernel overlayfs), `fuse` (strata-fuse, userspace), or `auto` (overlay
+    /// when it works here, else fuse; says which).
     #[arg(long, value_enum, default_value = "auto")]
     driver: Driver,
     /// Name of the container's writable layer (default: derived from TARGET).
@@ -77,28 +81,10 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     if is_mount_point(&target) {
         bail!("{} is already a mount point (strata umount {} first)", target.display(), target.display());
     }
-    if args.driver == Driver::Fuse {
-        bail!("--driver fuse is not available yet (strata-fuse is not built); use --driver overlay");
-    }
     let root = args.root.path()?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
     let host = HostFeatures::probe(&root);
-    if !host.root {
-        bail!(
-            "mounting overlayfs needs root (CAP_SYS_ADMIN): run strata mount with sudo; rootless overlay in a user namespace and --driver fuse are not available yet"
-        );
-    }
-    if !host.overlay {
-        bail!(
-            "this kernel has no overlayfs (try `modprobe overlay`); --driver fuse will serve hosts without it once strata-fuse lands"
-        );
-    }
-    if !host.d_type {
-        bail!(
-            "the store at {} is on a filesystem without d_type, which overlayfs requires (XFS needs ftype=1); use --root on another filesystem",
-            root.display()
-        );
-    }
+    let driver = choose_driver(args.driver, &host, &root)?;
     let store = args.root.open()?;
     let selector = Selector {
         reference: args.reference.clone(),
@@ -132,29 +118,63 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
         };
         (Some(key), spec)
     };
-    let plan = MountPlan::new(&spec, &OverlayOptions::default(), &target, !host.root)?;
-    KernelMounter.mount(&plan, &target)?;
+    let how = match driver {
+        Driver::Fuse => {
+            mount_fuse(&spec, &target, host.root)?;
+            "strata-fuse"
+        }
+        _ => {
+            let plan = MountPlan::new(&spec, &OverlayOptions::default(), &target, !host.root)?;
+            KernelMounter.mount(&plan, &target)?;
+            match plan {
+                MountPlan::Bind { .. } => "bind mount",
+                MountPlan::Overlay { .. } => "overlayfs",
+            }
+        }
+    };
     store.record_mount(&MountRecord {
         target: target.display().to_string(),
         key: key.clone(),
         image: image.name.clone(),
-        driver: "overlay".into(),
+        driver: if driver == Driver::Fuse { "fuse" } else { "overlay" }.into(),
         read_only: args.read_only,
         created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
     })?;
     println!(
-        "mounted {} ({} layers{}) at {} in {:.2} s; writable layer: {}",
+        "mounted {} ({} layers, {how}) at {} in {:.2} s; writable layer: {}",
         image.name,
         image.layers.len(),
-        match &plan {
-            MountPlan::Bind { .. } => ", bind mount",
-            MountPlan::Overlay { .. } => ", overlayfs",
-        },
         target.display(),
         started.elapsed().as_secs_f64(),
         key.as_deref().unwrap_or("none (read-only)")
     );
     Ok(())
+}
+
+/// Picks the driver: kernel overlayfs when asked or when it works here, strata-fuse
+/// when asked or as the fallback (saying why).
+fn choose_driver(asked: Driver, host: &HostFeatures, root: &Path) -> anyhow::Result<Driver> {
+    let overlay_problem = if !host.root {
+        Some("kernel overlayfs needs root (CAP_SYS_ADMIN)".to_owned())
+    } else if !host.overlay {
+        Some("this kernel has no overlayfs (try `modprobe overlay`)".to_owned())
+    } else if !host.d_type {
+        Some(format!(
+            "the store at {} is on a filesystem without d_type, which overlayfs requires (XFS needs ftype=1)",
+            root.display()
+        ))
+    } else {
+        None
+    };
+    match (asked, overlay_problem) {
+        (Driver::Fuse, _) => Ok(Driver::Fuse),
+        (Driver::Overlay, None) | (Driver::Auto, None) => Ok(Driver::Overlay),
+        (Driver::Overlay, Some(why)) => bail!("{why}; --driver fuse (strata-fuse) works without it"),
+        (Driver::Auto, Some(why)) => {
+            eprintln!("strata: {why}: mounting with strata-fuse instead");
+            Ok(Driver::Fuse)
+        }
+    }
 }
 
 /// Unmount a rootfs mounted by `strata mount`.
@@ -234,7 +254,12 @@ pub fn ps(args: PsArgs) -> anyhow::Result<()> {
             m.image,
             m.driver,
             upper,
-            if live { "mounted" } else { "gone (strata umount to forget it)" }
+            match (live, std::fs::metadata(&m.target)) {
+                (true, Err(e)) if e.raw_os_error() == Some(rustix::io::Errno::NOTCONN.raw_os_error()) =>
+                    "daemon died (strata umount cleans up)",
+                (true, _) => "mounted",
+                (false, _) => "gone (strata umount to forget it)",
+            }
         )?;
     }
     Ok(())

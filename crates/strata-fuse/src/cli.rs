@@ -26,6 +26,8 @@ Options (-o, comma-separated; `\\,` and `\\:` escape inside paths):
   passthrough=on|off kernel passthrough for file I/O when privileged (default on)
   threads=N          FUSE request threads (default: CPUs, 2..8)
   userxattr          opaque markers in user.overlay.* (default when not root)
+  whiteouts=aufs     write whiteouts as .wh.NAME files (default: char 0/0 devices,
+                     falling back to .wh. files where the upper fs cannot make them)
   ro, allow_other, dev, nodev, suid, nosuid, exec, noexec, noatime, fsname=NAME
   Accepted for compatibility, no effect: rw, fsync=0|1, noacl, redirect_dir=off,
   index=off, metacopy=off, xino=off|auto, static_nlink, allow_root, auto_unmount
@@ -103,7 +105,9 @@ fn run_inner(relaunch: &[OsString], args: &[OsString]) -> Result<i32, String> {
 /// mount is up and lets go of its stdio (a caller waiting for EOF must not hang).
 fn announce(forms: WriteForms, notify: bool) {
     if !forms.chardev_whiteouts {
-        eprintln!("strata-fuse: the upper filesystem cannot make device nodes: whiteouts are written as .wh. files");
+        eprintln!(
+            "strata-fuse: whiteouts are written as .wh. files (asked, or the upper filesystem cannot make device nodes)"
+        );
     }
     if !forms.opaque_xattr {
         eprintln!("strata-fuse: the upper filesystem has no overlay xattrs: opaque dirs get a .wh..wh..opq file");

@@ -41,6 +41,10 @@ impl Union {
             if let Place::Lower(i) = node.place {
                 node.lowers.insert(0, i);
             }
+            if let Some(notifier) = self.notifier.get() {
+                // Attributes only (offset < 0): safe from inside a request.
+                let _ = notifier.inval_inode(fuser::INodeNo(ino), -1, 0);
+            }
         }
         node.place = Place::Upper;
         Ok(())

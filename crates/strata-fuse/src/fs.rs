@@ -133,6 +133,12 @@ fn timespec(t: TimeOrNow) -> Timespec {
 const OMIT: Timespec = Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
 
 impl StrataFs {
+    /// Where the session's notifier will be put, once the session exists.
+    pub(crate) fn with_notifier(mut self, slot: Arc<std::sync::OnceLock<fuser::Notifier>>) -> StrataFs {
+        self.union.notifier = slot;
+        self
+    }
+
     pub(crate) fn new(union: Union, options: FsOptions) -> StrataFs {
         StrataFs {
             union,
@@ -239,14 +245,7 @@ impl StrataFs {
         if self.options.read_only { Err(Errno::EROFS) } else { Ok(()) }
     }
 
-    fn do_create(
-        &self,
-        req: &Request,
-        parent: INodeNo,
-        name: &OsStr,
-        what: NewEntry<'_>,
-        reply: ReplyEntry,
-    ) {
+    fn do_create(&self, req: &Request, parent: INodeNo, name: &OsStr, what: NewEntry<'_>, reply: ReplyEntry) {
         if let Err(e) = self.guard_write() {
             return reply.error(e);
         }
@@ -341,7 +340,16 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn mknod(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, rdev: u32, reply: ReplyEntry) {
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        _umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
         let what = if FileType::from_raw_mode(mode) == FileType::RegularFile {
             NewEntry::File { mode, flags: OFlags::RDONLY }
         } else {

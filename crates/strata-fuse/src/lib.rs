@@ -94,11 +94,14 @@ pub struct UnionConfig {
     pub read_only: bool,
     /// Extra mount flags: `dev`, `suid`, `exec` and their `no` forms.
     pub flags: Vec<String>,
+    /// Write whiteouts as AUFS `.wh.` files even where char 0/0 devices work (for
+    /// upper dirs consumed by tools that expect the OCI tar form).
+    pub aufs_whiteouts: bool,
 }
 
 impl UnionConfig {
-    /// Defaults: passthrough on, 4 threads (at least 2), `allow_other` and the
-    /// `trusted.` namespace when root, `user.` otherwise.
+    /// Defaults: passthrough on, one thread per CPU (2 to 8); when root `allow_other`,
+    /// `dev`, `suid` and the `trusted.` namespace, else the `user.` namespace.
     pub fn new(lowers: Vec<PathBuf>) -> UnionConfig {
         let root = rustix::process::geteuid().is_root();
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
@@ -112,7 +115,9 @@ impl UnionConfig {
             xattrs: if root { XattrNamespace::Trusted } else { XattrNamespace::User },
             fsname: "strata".into(),
             read_only: false,
-            flags: Vec::new(),
+            // Root mounts root filesystems: device nodes and setuid programs must work.
+            flags: if root { vec!["dev".into(), "suid".into()] } else { Vec::new() },
+            aufs_whiteouts: false,
         }
     }
 
@@ -173,8 +178,11 @@ impl UnionConfig {
             XattrNamespace::Trusted => "trusted.overlay.",
             XattrNamespace::User => "user.overlay.",
         };
-        let layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), prefix)
+        let mut layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), prefix)
             .map_err(Error::Layers)?;
+        if self.aufs_whiteouts {
+            layers.forms.chardev_whiteouts = false;
+        }
         let forms = layers.forms;
         let read_only = self.read_only || !layers.has_upper();
         let union = union::Union::new(layers).map_err(Error::Layers)?;
@@ -222,8 +230,12 @@ impl Drop for Mounted {
 /// be opened, [`Error::Mount`] when FUSE refuses.
 pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
     let (fs, forms, read_only) = config.build()?;
-    let session = fuser::spawn_mount(fs, mountpoint, &config.fuse_config(read_only))
-        .map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
+    let mount_err = |source| Error::Mount { mountpoint: mountpoint.to_owned(), source };
+    let slot = std::sync::Arc::new(std::sync::OnceLock::new());
+    let session = fuser::Session::new(fs.with_notifier(slot.clone()), mountpoint, &config.fuse_config(read_only))
+        .map_err(mount_err)?;
+    let _ = slot.set(session.notifier());
+    let session = session.spawn().map_err(mount_err)?;
     Ok(Mounted { session: Some(session), mountpoint: mountpoint.to_owned(), forms })
 }
 
@@ -234,8 +246,10 @@ pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
 /// As [`mount`], and what the session loop ends with.
 pub fn serve(config: &UnionConfig, mountpoint: &Path, ready: impl FnOnce(WriteForms)) -> Result<()> {
     let (fs, forms, read_only) = config.build()?;
-    let session = fuser::Session::new(fs, mountpoint, &config.fuse_config(read_only))
+    let slot = std::sync::Arc::new(std::sync::OnceLock::new());
+    let session = fuser::Session::new(fs.with_notifier(slot.clone()), mountpoint, &config.fuse_config(read_only))
         .map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
+    let _ = slot.set(session.notifier());
     ready(forms);
     session.run().map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })
 }

@@ -70,40 +70,43 @@ impl Union {
         let updir = self.layers.dir(Place::Upper, &ppath)?;
         let pstat = rustix::fs::statat(&updir, ".", AtFlags::empty())?;
         let gid = if pstat.st_mode & S_ISGID != 0 { pstat.st_gid } else { caller.gid };
-        let over_whiteout = match rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        let chardev_whiteout = match rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if layers::is_whiteout(&st) => true,
             Ok(_) => return Err(Errno::EXIST.into()),
             Err(_) => false,
         };
+        let aufs_whiteout = !chardev_whiteout
+            && rustix::fs::statat(&updir, layers::aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW).is_ok();
         let is_dir = matches!(what, NewEntry::Dir { .. });
         // A new dir over a whiteout must hide what the whiteout hid.
-        let opaque = is_dir && over_whiteout;
-        let file = if over_whiteout {
+        let opaque = is_dir && (chardev_whiteout || aufs_whiteout);
+        let sgid_parent = pstat.st_mode & S_ISGID != 0;
+        let file = if chardev_whiteout || opaque {
+            // Staged in the work dir, then swapped with the whiteout (or put in place).
             let work = self.layers.work()?;
             let tmp = self.tmp_name();
-            let made = self
-                .make(work, &tmp, &what, caller.uid, gid, pstat.st_mode & S_ISGID != 0)
-                .and_then(|f| {
-                    if opaque {
-                        self.layers.make_opaque(work, &tmp)?;
-                    }
+            let made = self.make(work, &tmp, &what, caller.uid, gid, sgid_parent).and_then(|f| {
+                if opaque {
+                    self.layers.make_opaque(work, &tmp)?;
+                }
+                if chardev_whiteout {
                     rustix::fs::renameat_with(work, &tmp, &updir, name, RenameFlags::EXCHANGE)?;
                     rustix::fs::unlinkat(work, &tmp, AtFlags::empty())?;
-                    Ok(f)
-                });
+                } else {
+                    rustix::fs::renameat_with(work, &tmp, &updir, name, RenameFlags::NOREPLACE)?;
+                }
+                Ok(f)
+            });
             if made.is_err() {
                 let _ = sys::remove_all(work, &tmp);
             }
             made?
         } else {
-            let f = self.make(updir.as_fd(), name, &what, caller.uid, gid, pstat.st_mode & S_ISGID != 0)?;
-            if opaque {
-                self.layers.make_opaque(updir.as_fd(), name)?;
-            }
-            // An AUFS-form whiteout under the new name is superseded now.
-            Layers::remove_whiteout_marker(updir.as_fd(), name)?;
-            f
+            self.make(updir.as_fd(), name, &what, caller.uid, gid, sgid_parent)?
         };
+        if aufs_whiteout {
+            Layers::remove_whiteout_marker(updir.as_fd(), name)?;
+        }
         let found = self.lookup_locked(parent, name)?;
         Ok((found, file))
     }
@@ -161,7 +164,8 @@ impl Union {
         }
         // The kernel applied the caller's umask already; undo ours (and chown's suid clearing).
         if let Some(mode) = mode_to_fix {
-            if mode & self.umask != 0 || (mode & 0o6000 != 0 && (uid != my_uid || gid != my_gid)) {
+            // mkdir drops S_ISGID from the mode, chown drops S_ISUID/S_ISGID.
+            if mode & self.umask != 0 || mode & 0o7000 != 0 {
                 rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty())?;
             }
         }
@@ -196,9 +200,25 @@ impl Union {
                 rustix::fs::unlinkat(&updir, name, AtFlags::empty())?;
             }
         } else {
-            self.layers.make_whiteout(updir.as_fd(), name)?;
+            self.put_whiteout(updir.as_fd(), name)?;
         }
         self.nodes().unlink(parent, &name.to_owned());
+        Ok(())
+    }
+
+    /// A new whiteout at free name `name`, made in the work dir and renamed into place
+    /// (so it gets no group from a setgid parent, as with overlayfs).
+    fn put_whiteout(&self, updir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
+        if !self.layers.forms.chardev_whiteouts {
+            return self.layers.make_whiteout(updir, name);
+        }
+        let work = self.layers.work()?;
+        let tmp = self.tmp_name();
+        self.layers.make_whiteout(work, &tmp)?;
+        if let Err(e) = rustix::fs::renameat_with(work, &tmp, updir, name, RenameFlags::NOREPLACE) {
+            let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
+            return Err(e.into());
+        }
         Ok(())
     }
 
@@ -216,7 +236,7 @@ impl Union {
         let swapped = if is_dir {
             rustix::fs::renameat_with(work, &tmp, updir, name, RenameFlags::EXCHANGE)
         } else {
-            rustix::fs::renameat(work, &tmp, updir, name).map(|()| ())
+            rustix::fs::renameat(work, &tmp, updir, name)
         };
         if let Err(e) = swapped {
             let _ = rustix::fs::unlinkat(work, &tmp, AtFlags::empty());
@@ -293,7 +313,9 @@ impl Union {
             if exchange && dst_is_dir && d.has_lower() {
                 return Err(Errno::XDEV.into());
             }
-            if !exchange && dst_is_dir && !self.list_node(d, &pp2.join(n2))?.is_empty() {
+            // A pure upper dir's emptiness is the upper fs's to check, after the opaque
+            // marking below, as overlayfs does.
+            if !exchange && dst_is_dir && d.has_lower() && !self.list_node(d, &pp2.join(n2))?.is_empty() {
                 return Err(Errno::NOTEMPTY.into());
             }
         }
@@ -341,7 +363,7 @@ impl Union {
     fn move_entry(
         &self,
         pn1: &Node,
-        pp1: &PathBuf,
+        pp1: &Path,
         up1: BorrowedFd<'_>,
         n1: &OsStr,
         up2: BorrowedFd<'_>,
@@ -351,7 +373,8 @@ impl Union {
     ) -> io::Result<()> {
         let dst_upper = rustix::fs::statat(up2, n2, AtFlags::SYMLINK_NOFOLLOW).ok();
         let dst_is_whiteout = dst_upper.as_ref().is_some_and(layers::is_whiteout);
-        if dst.is_some_and(|d| d.kind == FileType::Directory && d.place == Place::Upper) {
+        if dst.is_some_and(|d| d.kind == FileType::Directory && d.place == Place::Upper && d.has_lower()) {
+            // Union-empty (checked), but holding whiteouts: clear them so the rename can land.
             self.clear_upper_dir(up2, n2)?;
         }
         let whiteout_source = self.lower_positive(pn1, pp1, n1)?;
@@ -387,7 +410,12 @@ impl Union {
             match open.map(|f| rustix::fs::ftruncate(f, size)) {
                 Some(Ok(())) => {}
                 _ => {
-                    let fd = rustix::fs::openat(&dir, &name, OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())?;
+                    let fd = rustix::fs::openat(
+                        &dir,
+                        &name,
+                        OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                        Mode::empty(),
+                    )?;
                     rustix::fs::ftruncate(&fd, size)?;
                 }
             }

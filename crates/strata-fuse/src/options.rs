@@ -42,9 +42,13 @@ pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
             ("passthrough", Some("on")) => config.passthrough = true,
             ("passthrough", Some("off")) => config.passthrough = false,
             ("userxattr", None) => config.xattrs = XattrNamespace::User,
+            ("whiteouts", Some("aufs")) => config.aufs_whiteouts = true,
+            ("whiteouts", Some("overlay")) => config.aufs_whiteouts = false,
             ("ro", None) => config.read_only = true,
             ("allow_other", None) => config.allow_other = true,
             ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "noatime", None) => {
+                let opposite = key.strip_prefix("no").map_or_else(|| format!("no{key}"), str::to_owned);
+                config.flags.retain(|f| f != key && *f != opposite);
                 config.flags.push(key.to_owned());
             }
             ("uidmapping" | "gidmapping" | "squash_to_root" | "squash_to_uid" | "squash_to_gid", _) => {
@@ -110,7 +114,7 @@ mod tests {
         assert_eq!(c.lowers, vec![PathBuf::from("/l/2"), PathBuf::from("/l/1")]);
         assert_eq!(c.upper.as_deref(), Some(std::path::Path::new("/u")));
         assert_eq!(c.work.as_deref(), Some(std::path::Path::new("/w")));
-        assert_eq!(c.flags, vec!["nodev".to_owned()]);
+        assert!(c.flags.contains(&"nodev".to_owned()) && !c.flags.contains(&"dev".to_owned()), "{:?}", c.flags);
         assert_eq!(c.xattrs, XattrNamespace::User);
     }
 

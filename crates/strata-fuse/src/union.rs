@@ -53,6 +53,9 @@ pub(crate) struct Union {
     /// This process's umask, which the kernel already applied to modes it sends us.
     pub(crate) umask: u32,
     pub(crate) origin_key: String,
+    /// Tells the kernel to drop cached attributes it cannot know changed (a dir copied
+    /// up becomes a merged dir: nlink 1). Set once the session exists.
+    pub(crate) notifier: std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl Union {
@@ -61,7 +64,13 @@ impl Union {
         let root = if layers.has_upper() {
             Node { kind: FileType::Directory, place: Place::Upper, lowers: (0..n).collect(), links: vec![], nlookup: 1 }
         } else if n > 0 {
-            Node { kind: FileType::Directory, place: Place::Lower(0), lowers: (1..n).collect(), links: vec![], nlookup: 1 }
+            Node {
+                kind: FileType::Directory,
+                place: Place::Lower(0),
+                lowers: (1..n).collect(),
+                links: vec![],
+                nlookup: 1,
+            }
         } else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a union needs at least one layer"));
         };
@@ -83,6 +92,7 @@ impl Union {
             tmp_counter: AtomicU64::new(0),
             umask: old.as_raw_mode(),
             origin_key,
+            notifier: std::sync::Arc::default(),
         })
     }
 
@@ -151,7 +161,12 @@ impl Union {
     /// Resolves `name` in the directory `pnode` (at `ppath`) through its layers, as
     /// overlayfs does: the top-most entry wins; a whiteout ends the search; directories
     /// merge downwards until an opaque one or a non-directory.
-    pub(crate) fn resolve(&self, pnode: &Node, ppath: &Path, name: &OsStr) -> io::Result<Option<(Node, Stat, OwnedFd)>> {
+    pub(crate) fn resolve(
+        &self,
+        pnode: &Node,
+        ppath: &Path,
+        name: &OsStr,
+    ) -> io::Result<Option<(Node, Stat, OwnedFd)>> {
         if pnode.kind != FileType::Directory {
             return Err(Errno::NOTDIR.into());
         }
@@ -262,7 +277,8 @@ impl Union {
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),
             };
-            let readable = rustix::fs::openat(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+            let readable =
+                rustix::fs::openat(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
             let dev = rustix::fs::fstat(&dir)?.st_dev;
             let mut hidden_below = Vec::new();
             for entry in Dir::new(readable)? {

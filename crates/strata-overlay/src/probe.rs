@@ -84,7 +84,8 @@ fn tempfile_in(dir: &Path) -> std::io::Result<std::path::PathBuf> {
 
 /// Whether `target` is a mount point (per /proc/self/mountinfo).
 pub fn is_mount_point(target: &Path) -> bool {
-    let Ok(target) = std::fs::canonicalize(target) else { return false };
+    // A FUSE mount whose daemon died fails every stat (ENOTCONN): use the path as given.
+    let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
     let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
     info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| Path::new(&unescape(m)) == target)
 }

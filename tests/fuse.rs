@@ -1,0 +1,422 @@
+//! strata-fuse's hard cases, on real FUSE mounts (privileged: root and /dev/fuse).
+
+use std::fs::{self, OpenOptions};
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rustix::fs::{AtFlags, CWD, FileType, Mode, XattrFlags};
+use strata::fuse::{Mounted, UnionConfig, mount};
+
+use crate::util::{MountGuard, require_fuse};
+
+/// Lower dirs l0 (top) .. lN-1, an upper and a work dir, and a mount point.
+struct Stack {
+    dir: tempfile::TempDir,
+    lowers: Vec<PathBuf>,
+}
+
+impl Stack {
+    fn new(layers: usize) -> Stack {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let lowers: Vec<PathBuf> = (0..layers).map(|i| dir.path().join(format!("l{i}"))).collect();
+        for p in lowers.iter().chain([&dir.path().join("upper"), &dir.path().join("work"), &dir.path().join("mnt")]) {
+            fs::create_dir_all(p).expect("mkdir");
+        }
+        Stack { dir, lowers }
+    }
+
+    fn upper(&self) -> PathBuf {
+        self.dir.path().join("upper")
+    }
+
+    fn mnt(&self) -> PathBuf {
+        self.dir.path().join("mnt")
+    }
+
+    fn config(&self, passthrough: bool) -> UnionConfig {
+        let mut c = UnionConfig::new(self.lowers.clone());
+        c.upper = Some(self.upper());
+        c.work = Some(self.dir.path().join("work"));
+        c.passthrough = passthrough;
+        c
+    }
+
+    fn mount(&self, passthrough: bool) -> (Mounted, MountGuard) {
+        let guard = MountGuard(self.mnt());
+        (mount(&self.config(passthrough), &self.mnt()).expect("mount strata-fuse"), guard)
+    }
+}
+
+fn xattr(path: &Path, key: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    rustix::fs::lgetxattr(path, key, &mut buf[..]).ok().map(|n| buf[..n].to_vec())
+}
+
+#[test]
+fn privileged_fuse_copy_up_of_a_large_file_keeps_content_metadata_and_inode() {
+    if !require_fuse("privileged_fuse_copy_up_of_a_large_file_keeps_content_metadata_and_inode") {
+        return;
+    }
+    let s = Stack::new(1);
+    let big = s.lowers[0].join("big");
+    let body: Vec<u8> = (0..64u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    fs::write(&big, &body).expect("write lower");
+    fs::set_permissions(&big, fs::Permissions::from_mode(0o4751)).expect("chmod");
+    rustix::fs::chownat(
+        CWD,
+        &big,
+        Some(rustix::fs::Uid::from_raw(7)),
+        Some(rustix::fs::Gid::from_raw(8)),
+        AtFlags::empty(),
+    )
+    .expect("chown");
+    fs::set_permissions(&big, fs::Permissions::from_mode(0o4751)).expect("chmod after chown");
+    rustix::fs::setxattr(&big, "user.tag", b"v1", XattrFlags::empty()).expect("xattr");
+    let t = rustix::fs::Timespec { tv_sec: 1_234_567_890, tv_nsec: 42 };
+    rustix::fs::utimensat(
+        CWD,
+        &big,
+        &rustix::fs::Timestamps { last_access: t, last_modification: t },
+        AtFlags::empty(),
+    )
+    .expect("utimens");
+    for passthrough in [true, false] {
+        let _ = fs::remove_file(s.upper().join("big"));
+        let (m, _g) = s.mount(passthrough);
+        let merged = s.mnt().join("big");
+        let before = merged.symlink_metadata().expect("stat before");
+        // A metadata-only change copies up too; then the data must be whole.
+        rustix::fs::setxattr(&merged, "user.more", b"x", XattrFlags::empty()).expect("setxattr copies up");
+        let copied = s.upper().join("big");
+        assert_eq!(fs::read(&copied).expect("upper copy"), body, "copied data (passthrough={passthrough})");
+        let md = copied.symlink_metadata().expect("stat upper");
+        assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o4751, 7, 8), "owner and mode incl. setuid");
+        assert_eq!((md.mtime(), md.mtime_nsec()), (1_234_567_890, 42), "mtime");
+        assert_eq!(xattr(&copied, "user.tag").as_deref(), Some(&b"v1"[..]), "xattrs copied");
+        let after = merged.symlink_metadata().expect("stat after");
+        assert_eq!(before.ino(), after.ino(), "st_ino stable across copy-up");
+        assert!(!s.dir.path().join("work").read_dir().expect("work").any(|_| true), "work dir left clean");
+        m.unmount().expect("unmount");
+        let (m, _g) = s.mount(passthrough);
+        assert_eq!(
+            s.mnt().join("big").symlink_metadata().expect("stat").ino(),
+            before.ino(),
+            "st_ino stable across remount"
+        );
+        m.unmount().expect("unmount");
+    }
+    assert_eq!(fs::read(&big).expect("lower").len(), body.len(), "the lower file is untouched");
+}
+
+#[test]
+fn privileged_fuse_file_held_open_across_copy_up() {
+    if !require_fuse("privileged_fuse_file_held_open_across_copy_up") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::write(s.lowers[0].join("log"), b"lower\n").expect("lower");
+    // Without passthrough: overlayfs semantics, the early reader sees later writes.
+    {
+        let (m, _g) = s.mount(false);
+        let mut reader = fs::File::open(s.mnt().join("log")).expect("open reader");
+        let mut writer = OpenOptions::new().append(true).open(s.mnt().join("log")).expect("open writer (copy-up)");
+        writer.write_all(b"upper\n").expect("append");
+        let mut seen = String::new();
+        reader.read_to_string(&mut seen).expect("read");
+        assert_eq!(seen, "lower\nupper\n", "the reader opened before copy-up follows the upper copy");
+        drop((reader, writer));
+        m.unmount().expect("unmount");
+    }
+    fs::remove_file(s.upper().join("log")).expect("reset upper");
+    // With passthrough the kernel binds the reader to the lower file: a writer must not
+    // share it, and is refused until the reader closes.
+    {
+        let (m, _g) = s.mount(true);
+        let reader = fs::File::open(s.mnt().join("log")).expect("open reader");
+        let refused = OpenOptions::new().append(true).open(s.mnt().join("log"));
+        match refused {
+            Err(e) => assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::TXTBSY.raw_os_error()), "{e}"),
+            Ok(mut w) => {
+                // A kernel without passthrough here: the write must still land in the upper copy.
+                w.write_all(b"upper\n").expect("append");
+            }
+        }
+        assert_eq!(fs::read(s.lowers[0].join("log")).expect("lower"), b"lower\n", "the lower layer is never written");
+        drop(reader);
+        let mut writer = OpenOptions::new().append(true).open(s.mnt().join("log")).expect("open after readers closed");
+        writer.write_all(b"later\n").expect("append");
+        drop(writer);
+        let merged = fs::read_to_string(s.mnt().join("log")).expect("read merged");
+        assert!(merged.starts_with("lower\n") && merged.ends_with("later\n"), "{merged:?}");
+        m.unmount().expect("unmount");
+    }
+    assert_eq!(fs::read(s.lowers[0].join("log")).expect("lower"), b"lower\n");
+}
+
+#[test]
+fn privileged_fuse_whiteouts_opaque_dirs_and_renames() {
+    if !require_fuse("privileged_fuse_whiteouts_opaque_dirs_and_renames") {
+        return;
+    }
+    let s = Stack::new(2);
+    fs::create_dir_all(s.lowers[1].join("etc/conf.d")).expect("mkdir");
+    fs::write(s.lowers[1].join("etc/conf.d/a"), b"a").expect("a");
+    fs::write(s.lowers[1].join("etc/old"), b"old").expect("old");
+    fs::create_dir_all(s.lowers[0].join("etc")).expect("mkdir");
+    fs::write(s.lowers[0].join("etc/.wh.gone"), b"").expect("aufs whiteout");
+    fs::write(s.lowers[1].join("etc/gone"), b"hidden").expect("hidden by the aufs whiteout");
+    let (m, _g) = s.mount(true);
+    let etc = s.mnt().join("etc");
+    let names = |p: &Path| {
+        let mut v: Vec<String> = fs::read_dir(p)
+            .expect("readdir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(names(&etc), ["conf.d", "old"], "AUFS whiteouts hide and are hidden");
+    assert!(etc.join("gone").symlink_metadata().is_err());
+    // rmdir of a dir with lower entries, then mkdir of the same name: opaque and empty.
+    fs::remove_file(etc.join("conf.d/a")).expect("rm a");
+    fs::remove_dir(etc.join("conf.d")).expect("rmdir");
+    assert!(fs::symlink_metadata(s.upper().join("etc/conf.d")).expect("whiteout").file_type().is_char_device());
+    fs::create_dir(etc.join("conf.d")).expect("mkdir again");
+    assert!(names(&etc.join("conf.d")).is_empty(), "the new dir hides the old contents");
+    assert_eq!(xattr(&s.upper().join("etc/conf.d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    // Rename over a whiteout: remove old, then move a new file onto its name.
+    fs::remove_file(etc.join("old")).expect("rm old");
+    fs::write(etc.join("new"), b"new").expect("new");
+    fs::rename(etc.join("new"), etc.join("old")).expect("rename over the whiteout");
+    assert_eq!(fs::read(etc.join("old")).expect("read"), b"new");
+    assert!(etc.join("new").symlink_metadata().is_err());
+    // A dir with lower parts cannot move (no redirect_dir): EXDEV, as overlayfs.
+    let e = fs::rename(&etc, s.mnt().join("etc2")).expect_err("dir rename");
+    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::XDEV.raw_os_error()));
+    m.unmount().expect("unmount");
+    // The upper dir is valid for kernel overlayfs: the same view there.
+    let kmnt = s.dir.path().join("kmnt");
+    fs::create_dir(&kmnt).expect("mkdir");
+    let _kg = MountGuard(kmnt.clone());
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={}",
+        s.lowers[0].display(),
+        s.lowers[1].display(),
+        s.upper().display(),
+        s.dir.path().join("work").display()
+    );
+    assert!(
+        Command::new("mount")
+            .args(["-t", "overlay", "overlay", "-o", &opts])
+            .arg(&kmnt)
+            .status()
+            .expect("mount")
+            .success()
+    );
+    assert_eq!(fs::read(kmnt.join("etc/old")).expect("read"), b"new");
+    assert!(names(&kmnt.join("etc/conf.d")).is_empty());
+}
+
+#[test]
+fn privileged_fuse_hardlinks_and_xattrs() {
+    if !require_fuse("privileged_fuse_hardlinks_and_xattrs") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::write(s.lowers[0].join("bin"), b"v1").expect("lower");
+    fs::hard_link(s.lowers[0].join("bin"), s.lowers[0].join("bin-alias")).expect("lower hardlink");
+    rustix::fs::setxattr(s.lowers[0].join("bin"), "user.cap", b"c", XattrFlags::empty()).expect("xattr");
+    let (m, _g) = s.mount(true);
+    let mnt = s.mnt();
+    // Hard links made in the union keep their link count.
+    fs::write(mnt.join("f"), b"1").expect("create");
+    fs::hard_link(mnt.join("f"), mnt.join("g")).expect("link");
+    assert_eq!(mnt.join("f").metadata().expect("stat").nlink(), 2);
+    OpenOptions::new().append(true).open(mnt.join("g")).expect("open").write_all(b"23").expect("append");
+    assert_eq!(mnt.join("f").metadata().expect("stat").len(), 3, "a write through one name shows through the other");
+    assert_eq!(
+        s.upper().join("f").metadata().expect("upper").ino(),
+        s.upper().join("g").metadata().expect("upper").ino()
+    );
+    // Lower hard links stay one file on copy-up (both names known to the kernel).
+    let a = mnt.join("bin").metadata().expect("stat").ino();
+    assert_eq!(a, mnt.join("bin-alias").metadata().expect("stat").ino());
+    OpenOptions::new().append(true).open(mnt.join("bin")).expect("open").write_all(b"+").expect("append");
+    assert_eq!(fs::read(mnt.join("bin-alias")).expect("read"), b"v1+");
+    // xattrs: user ones round-trip and are copied up; the overlay's own are hidden.
+    assert_eq!(xattr(&mnt.join("bin"), "user.cap").as_deref(), Some(&b"c"[..]));
+    rustix::fs::setxattr(mnt.join("f"), "user.x", b"1", XattrFlags::empty()).expect("setxattr");
+    rustix::fs::removexattr(mnt.join("f"), "user.x").expect("removexattr");
+    assert!(xattr(&mnt.join("f"), "user.x").is_none());
+    let mut list = vec![0u8; 1024];
+    let n = rustix::fs::listxattr(mnt.join("bin"), &mut list[..]).expect("list");
+    let listed = String::from_utf8_lossy(&list[..n]).into_owned();
+    assert!(listed.contains("user.cap") && !listed.contains("overlay"), "{listed:?}");
+    assert!(rustix::fs::setxattr(mnt.join("f"), "trusted.overlay.opaque", b"y", XattrFlags::empty()).is_err());
+    m.unmount().expect("unmount");
+}
+
+#[test]
+fn privileged_fuse_mounts_100_layers_and_read_only() {
+    if !require_fuse("privileged_fuse_mounts_100_layers_and_read_only") {
+        return;
+    }
+    let s = Stack::new(100);
+    for (i, l) in s.lowers.iter().enumerate() {
+        fs::create_dir_all(l.join("shared")).expect("mkdir");
+        fs::write(l.join(format!("shared/f{i}")), format!("{i}")).expect("file");
+        fs::write(l.join("top"), format!("{i}")).expect("file");
+    }
+    let mut c = s.config(true);
+    c.upper = None;
+    c.work = None;
+    let _g = MountGuard(s.mnt());
+    let m = mount(&c, &s.mnt()).expect("mount");
+    assert_eq!(fs::read_dir(s.mnt().join("shared")).expect("readdir").count(), 100);
+    assert_eq!(fs::read_to_string(s.mnt().join("shared/f99")).expect("bottom layer"), "99");
+    assert_eq!(fs::read_to_string(s.mnt().join("top")).expect("top wins"), "0");
+    let e = fs::write(s.mnt().join("new"), b"x").expect_err("read-only");
+    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::ROFS.raw_os_error()));
+    m.unmount().expect("unmount");
+}
+
+#[test]
+fn privileged_fuse_copy_up_hitting_enospc_leaves_no_partial_file() {
+    if !require_fuse("privileged_fuse_copy_up_hitting_enospc_leaves_no_partial_file") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::write(s.lowers[0].join("big"), vec![7u8; 8 << 20]).expect("lower");
+    // Upper and work on a 2 MiB tmpfs.
+    let small = s.dir.path().join("small");
+    fs::create_dir(&small).expect("mkdir");
+    let _sg = MountGuard(small.clone());
+    assert!(
+        Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+            .arg(&small)
+            .status()
+            .expect("mount")
+            .success()
+    );
+    fs::create_dir(small.join("upper")).expect("mkdir");
+    fs::create_dir(small.join("work")).expect("mkdir");
+    let mut c = s.config(true);
+    c.upper = Some(small.join("upper"));
+    c.work = Some(small.join("work"));
+    let _g = MountGuard(s.mnt());
+    let m = mount(&c, &s.mnt()).expect("mount");
+    let e = OpenOptions::new().append(true).open(s.mnt().join("big")).expect_err("copy-up cannot fit");
+    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()), "{e}");
+    assert!(small.join("upper/big").symlink_metadata().is_err(), "no partial file in the upper dir");
+    assert_eq!(fs::read_dir(small.join("work")).expect("work").count(), 0, "staging cleaned up");
+    assert_eq!(fs::read(s.mnt().join("big")).expect("still the lower file").len(), 8 << 20);
+    m.unmount().expect("unmount");
+}
+
+#[test]
+fn privileged_fuse_upper_without_xattrs_or_mknod_uses_aufs_forms() {
+    if !require_fuse("privileged_fuse_upper_without_xattrs_or_mknod_uses_aufs_forms") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::create_dir_all(s.lowers[0].join("d")).expect("mkdir");
+    fs::write(s.lowers[0].join("d/x"), b"x").expect("file");
+    fs::write(s.lowers[0].join("f"), b"f").expect("file");
+    // ramfs has no xattrs (detected). A filesystem without mknod is hard to find: since
+    // Linux 5.8 any fs with mknod makes 0/0 whiteouts even without CAP_MKNOD; the
+    // same fallback is taken on request (whiteouts=aufs).
+    let ram = s.dir.path().join("ram");
+    fs::create_dir(&ram).expect("mkdir");
+    let _rg = MountGuard(ram.clone());
+    assert!(Command::new("mount").args(["-t", "ramfs", "ramfs"]).arg(&ram).status().expect("mount").success());
+    fs::create_dir(ram.join("upper")).expect("mkdir");
+    fs::create_dir(ram.join("work")).expect("mkdir");
+    let _g = MountGuard(s.mnt());
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={},whiteouts=aufs",
+        s.lowers[0].display(),
+        ram.join("upper").display(),
+        ram.join("work").display()
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-fuse"))
+        .args(["-o", &opts])
+        .arg(s.mnt())
+        .output()
+        .expect("run strata-fuse");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains(".wh. files") && said.contains(".wh..wh..opq"), "says so: {said}");
+    fs::remove_file(s.mnt().join("f")).expect("rm");
+    fs::remove_file(s.mnt().join("d/x")).expect("rm");
+    fs::remove_dir(s.mnt().join("d")).expect("rmdir");
+    fs::create_dir(s.mnt().join("d")).expect("mkdir");
+    assert!(ram.join("upper/.wh.f").exists(), "AUFS whiteout");
+    assert!(ram.join("upper/d/.wh..wh..opq").exists(), "AUFS opaque marker");
+    assert!(s.mnt().join("f").symlink_metadata().is_err());
+    assert_eq!(fs::read_dir(s.mnt().join("d")).expect("readdir").count(), 0, "markers hidden, lower hidden");
+    assert!(Command::new("umount").arg(s.mnt()).status().expect("umount").success());
+}
+
+#[test]
+fn privileged_strata_fuse_is_a_fuse_overlayfs_drop_in() {
+    if !require_fuse("privileged_strata_fuse_is_a_fuse_overlayfs_drop_in") {
+        return;
+    }
+    let s = Stack::new(2);
+    fs::write(s.lowers[1].join("a"), b"lower").expect("file");
+    let opts = format!(
+        "lowerdir={}:{},upperdir={},workdir={},fsync=0,noacl",
+        s.lowers[0].display(),
+        s.lowers[1].display(),
+        s.upper().display(),
+        s.dir.path().join("work").display()
+    );
+    for form in [
+        vec!["-o".to_owned(), opts.clone(), s.mnt().display().to_string()],
+        vec!["overlay".to_owned(), s.mnt().display().to_string(), "-o".to_owned(), opts.clone()],
+    ] {
+        let _g = MountGuard(s.mnt());
+        // Detaches: returns once mounted, with its stdout closed (a caller reading it to EOF must not hang).
+        let out = Command::new(env!("CARGO_BIN_EXE_strata-fuse")).args(&form).output().expect("run");
+        assert!(out.status.success(), "{form:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(fs::read(s.mnt().join("a")).expect("read through the daemon"), b"lower");
+        assert!(Command::new("umount").arg(s.mnt()).status().expect("umount").success());
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_strata-fuse"))
+        .args(["-o", "lowerdir=/nonexistent-layer"])
+        .arg(s.mnt())
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nonexistent-layer"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let help = Command::new(env!("CARGO_BIN_EXE_strata-fuse")).arg("--help").output().expect("help");
+    assert!(String::from_utf8_lossy(&help.stdout).contains("lowerdir="));
+}
+
+#[test]
+fn privileged_fuse_mknod_and_special_files() {
+    if !require_fuse("privileged_fuse_mknod_and_special_files") {
+        return;
+    }
+    let s = Stack::new(1);
+    let (m, _g) = s.mount(true);
+    rustix::fs::mknodat(
+        CWD,
+        s.mnt().join("null"),
+        FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .expect("mknod");
+    fs::write(s.mnt().join("null"), b"into the void").expect("write to /dev/null through the union");
+    std::os::unix::fs::symlink("target", s.mnt().join("link")).expect("symlink");
+    assert_eq!(fs::read_link(s.mnt().join("link")).expect("readlink"), Path::new("target"));
+    m.unmount().expect("unmount");
+}

@@ -4,7 +4,7 @@ mod apply;
 mod bench;
 mod images;
 mod mount;
-mod mount_fuse;
+pub(crate) mod mount_fuse;
 mod progress;
 mod snapshots;
 mod store;

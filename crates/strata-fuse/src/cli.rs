@@ -24,7 +24,7 @@ Options (-o, comma-separated; `\\,` and `\\:` escape inside paths):
   upperdir=DIR       writable layer (without it: read-only mount)
   workdir=DIR        staging dir on the upper dir's filesystem (with upperdir)
   passthrough=on|off kernel passthrough for file I/O when privileged (default on)
-  threads=N          FUSE request threads (default: CPUs, 2..8)
+  threads=N          FUSE request threads (default: 2 per CPU, 4..16)
   userxattr          opaque markers in user.overlay.* (default when not root)
   whiteouts=aufs     write whiteouts as .wh.NAME files (default: char 0/0 devices,
                      falling back to .wh. files where the upper fs cannot make them)

@@ -264,6 +264,10 @@ impl Filesystem for StrataFs {
                 | InitFlags::FUSE_PARALLEL_DIROPS
                 | InitFlags::FUSE_CACHE_SYMLINKS,
         );
+        // The kernel then enforces POSIX ACLs itself (as overlayfs does, from the real
+        // files' system.posix_acl_* xattrs) and caches them per inode, instead of asking
+        // us on every `ls -l`.
+        let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         if self.options.passthrough && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {

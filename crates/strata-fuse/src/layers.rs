@@ -1,11 +1,13 @@
 //! The layer directories under a union mount and how to read one layer's entries:
 //! whiteouts and opaque markers in every form, fd-relative and never following symlinks.
 
+use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
@@ -45,6 +47,52 @@ pub struct WriteForms {
     pub opaque_xattr: bool,
 }
 
+/// An open layer directory, shared by lookups in it.
+#[derive(Debug)]
+pub(crate) struct LayerDir {
+    fd: OwnedFd,
+    /// Whether it holds any AUFS whiteout (`.wh.NAME`): when not, a name absent here
+    /// needs no second probe for its `.wh.` form. Layers written by strata and
+    /// containerd use char 0/0 devices, so this is almost always false.
+    aufs: OnceLock<bool>,
+}
+
+impl AsFd for LayerDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl LayerDir {
+    fn has_aufs_whiteouts(&self) -> io::Result<bool> {
+        if let Some(&known) = self.aufs.get() {
+            return Ok(known);
+        }
+        let readable =
+            rustix::fs::openat(&self.fd, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let mut found = false;
+        for entry in rustix::fs::Dir::new(readable)? {
+            let name = entry?.file_name().to_bytes().to_vec();
+            if name.starts_with(WH_PREFIX) && name != WH_OPAQUE.as_bytes() {
+                found = true;
+                break;
+            }
+        }
+        Ok(*self.aufs.get_or_init(|| found))
+    }
+}
+
+/// Open layer directories by (place, union path). Lower layers never change; upper
+/// entries go stale only when a directory is renamed or removed, and every such change
+/// clears the cache ([`Layers::forget_dirs`]).
+#[derive(Debug, Default)]
+struct DirCache {
+    map: HashMap<(Place, PathBuf), Arc<LayerDir>>,
+}
+
+/// Bound on cached directories (each holds an fd).
+const DIR_CACHE_MAX: usize = 4096;
+
 /// The open layer roots of one mount.
 #[derive(Debug)]
 pub(crate) struct Layers {
@@ -55,6 +103,7 @@ pub(crate) struct Layers {
     /// the xattrs we write, and the one hidden from users.
     pub(crate) prefix: &'static str,
     pub(crate) forms: WriteForms,
+    dirs: Mutex<DirCache>,
 }
 
 impl Layers {
@@ -70,8 +119,14 @@ impl Layers {
         let lowers = lowers.iter().map(|p| open(p.as_ref())).collect::<io::Result<Vec<_>>>()?;
         let upper = upper.map(open).transpose()?;
         let work = work.map(open).transpose()?;
-        let mut layers =
-            Layers { lowers, upper, work, prefix, forms: WriteForms { chardev_whiteouts: true, opaque_xattr: true } };
+        let mut layers = Layers {
+            lowers,
+            upper,
+            work,
+            prefix,
+            forms: WriteForms { chardev_whiteouts: true, opaque_xattr: true },
+            dirs: Mutex::default(),
+        };
         if layers.upper.is_some() {
             layers.forms = layers.probe_write_forms()?;
         }
@@ -102,15 +157,36 @@ impl Layers {
     }
 
     /// Directory `rel` (union-relative, no symlinks followed) in `place`, as `O_PATH`.
-    pub(crate) fn dir(&self, place: Place, rel: &Path) -> io::Result<OwnedFd> {
-        sys::open_dir_beneath(self.root(place), rel.as_os_str())
+    pub(crate) fn dir(&self, place: Place, rel: &Path) -> io::Result<Arc<LayerDir>> {
+        let key = (place, rel.to_path_buf());
+        if let Some(dir) = self.cache().map.get(&key) {
+            return Ok(Arc::clone(dir));
+        }
+        let dir =
+            Arc::new(LayerDir { fd: sys::open_dir_beneath(self.root(place), rel.as_os_str())?, aufs: OnceLock::new() });
+        let mut cache = self.cache();
+        if cache.map.len() >= DIR_CACHE_MAX {
+            cache.map.clear();
+        }
+        cache.map.insert(key, Arc::clone(&dir));
+        Ok(dir)
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, DirCache> {
+        self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Drops every cached directory: an upper directory was renamed or removed.
+    pub(crate) fn forget_dirs(&self) {
+        self.cache().map.clear();
     }
 
     /// What the layer directory `dir` says about `name`.
-    pub(crate) fn probe(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Probe> {
+    pub(crate) fn probe(dir: &LayerDir, name: &OsStr) -> io::Result<Probe> {
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
             Ok(st) if is_whiteout(&st) => Ok(Probe::Whiteout),
             Ok(st) => Ok(Probe::Found(st)),
+            Err(Errno::NOENT) if !dir.has_aufs_whiteouts()? => Ok(Probe::Absent),
             Err(Errno::NOENT) => match rustix::fs::statat(dir, aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(_) => Ok(Probe::Whiteout),
                 Err(Errno::NOENT | Errno::NAMETOOLONG) => Ok(Probe::Absent),
@@ -147,6 +223,7 @@ impl Layers {
         } else {
             let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC;
             rustix::fs::openat(dir, aufs_whiteout(name), flags, Mode::from_raw_mode(0o600))?;
+            self.forget_dirs(); // a cached "no .wh. entries here" may be stale now
         }
         Ok(())
     }

@@ -100,7 +100,7 @@ pub struct UnionConfig {
 }
 
 impl UnionConfig {
-    /// Defaults: passthrough on, one thread per CPU (2 to 8); when root `allow_other`,
+    /// Defaults: passthrough on, two threads per CPU (4 to 16); when root `allow_other`,
     /// `dev`, `suid` and the `trusted.` namespace, else the `user.` namespace.
     pub fn new(lowers: Vec<PathBuf>) -> UnionConfig {
         let root = rustix::process::geteuid().is_root();
@@ -110,7 +110,8 @@ impl UnionConfig {
             upper: None,
             work: None,
             passthrough: true,
-            threads: cpus.clamp(2, 8),
+            // Requests wait on wake-ups more than on CPU: more threads than cores pay.
+            threads: (2 * cpus).clamp(4, 16),
             allow_other: root,
             xattrs: if root { XattrNamespace::Trusted } else { XattrNamespace::User },
             fsname: "strata".into(),

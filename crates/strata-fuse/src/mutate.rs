@@ -5,14 +5,14 @@
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use strata_core::sys;
 
-use crate::layers::{self, Layers, Place};
+use crate::layers::{self, LayerDir, Layers, Place};
 use crate::nodes::Node;
 use crate::union::{Found, Union};
 
@@ -175,6 +175,9 @@ impl Union {
     /// `unlink` (dir = false) or `rmdir` (dir = true).
     pub(crate) fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> io::Result<()> {
         let _tree = self.write_tree();
+        if dir {
+            self.layers.forget_dirs();
+        }
         let (pnode, ppath) = self.node_at(parent)?;
         let (child, _, _) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
         let child_is_dir = child.kind == FileType::Directory;
@@ -275,6 +278,7 @@ impl Union {
         }
         let exchange = flags.contains(RenameFlags::EXCHANGE);
         let _tree = self.write_tree();
+        self.layers.forget_dirs();
         let (pn1, pp1) = self.node_at(p1)?;
         let (pn2, pp2) = self.node_at(p2)?;
         let (src, src_st, _) = self.resolve(&pn1, &pp1, n1)?.ok_or(Errno::NOENT)?;
@@ -479,9 +483,9 @@ impl Union {
 }
 
 /// `/proc/self/fd/<dir>/<name>`: names a symlink or device without opening it.
-fn proc_path(dir: &OwnedFd, name: &OsStr, ino: u64) -> PathBuf {
+fn proc_path(dir: &LayerDir, name: &OsStr, ino: u64) -> PathBuf {
     use std::os::fd::AsRawFd;
-    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
+    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
     if ino != crate::nodes::ROOT {
         path.push(name);
     }

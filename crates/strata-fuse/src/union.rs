@@ -5,17 +5,17 @@ use std::collections::HashSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use strata_core::sys;
 
-use crate::layers::{self, LayerIx, Layers, Place, Probe, WH_OPAQUE};
+use crate::layers::{self, LayerDir, LayerIx, Layers, Place, Probe, WH_OPAQUE};
 use crate::nodes::{Node, Nodes, ROOT};
 
 /// The xattr (after the overlay prefix) in which a copied-up entry keeps the inode
@@ -121,7 +121,7 @@ impl Union {
     }
 
     /// The layer directory holding `ino`'s real copy, and its name there.
-    pub(crate) fn real(&self, ino: u64) -> io::Result<(Node, OwnedFd, OsString)> {
+    pub(crate) fn real(&self, ino: u64) -> io::Result<(Node, Arc<LayerDir>, OsString)> {
         let (node, parent_path, name) = {
             let nodes = self.nodes();
             let node = nodes.get(ino)?.clone();
@@ -166,21 +166,21 @@ impl Union {
         pnode: &Node,
         ppath: &Path,
         name: &OsStr,
-    ) -> io::Result<Option<(Node, Stat, OwnedFd)>> {
+    ) -> io::Result<Option<(Node, Stat, Arc<LayerDir>)>> {
         if pnode.kind != FileType::Directory {
             return Err(Errno::NOTDIR.into());
         }
         if layers::is_aufs_marker(name) || name.as_bytes().contains(&b'/') {
             return Ok(None);
         }
-        let mut found: Option<(Node, Stat, OwnedFd)> = None;
+        let mut found: Option<(Node, Stat, Arc<LayerDir>)> = None;
         for place in pnode.places() {
             let dir = match self.layers.dir(place, ppath) {
                 Ok(d) => d,
                 Err(e) if matches!(e.raw_os_error(), Some(c) if c == Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),
             };
-            match Layers::probe(dir.as_fd(), name)? {
+            match Layers::probe(&dir, name)? {
                 Probe::Absent => continue,
                 Probe::Whiteout => break,
                 Probe::Found(st) => {
@@ -222,7 +222,7 @@ impl Union {
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),
             };
-            match Layers::probe(dir.as_fd(), name)? {
+            match Layers::probe(&dir, name)? {
                 Probe::Absent => {}
                 Probe::Whiteout => return Ok(false),
                 Probe::Found(_) => return Ok(true),

@@ -31,9 +31,11 @@ enum BenchCommand {
     /// snapshotter, GNU tar with gzip, pigz and zstd per layer and `umoci unpack`, plus
     /// the limits (decompression alone, extraction of already-decompressed tars).
     Unpack(UnpackBench),
-    /// Working through the mount: `strata mount`'s kernel overlayfs vs fuse-overlayfs on
-    /// the same layers — sequential read, copy-up of large files, a metadata walk,
-    /// small-file writes. Needs root.
+    /// Working through the mount (alias: copy-up): kernel overlayfs (`strata mount`'s
+    /// default) vs strata-fuse with and without passthrough vs fuse-overlayfs on the same
+    /// layers — sequential read, copy-up of large files, a metadata walk, small-file
+    /// writes. Needs root.
+    #[command(alias = "copy-up")]
     Mount(MountBench),
 }
 

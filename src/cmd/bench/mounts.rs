@@ -1,6 +1,7 @@
 //! `strata bench mount`: what a container feels through the mount. The same layers
-//! (unpacked once into a bench store) are mounted by `strata mount`'s driver (kernel
-//! overlayfs) and by fuse-overlayfs, each run on a fresh writable layer, and the same
+//! (unpacked once into a bench store) are mounted by kernel overlayfs (`strata mount`'s
+//! default driver), by strata-fuse with and without kernel passthrough, and by
+//! fuse-overlayfs, each run on a fresh writable layer, and the same
 //! operations are timed: sequential read of the large files, copy-up of those files
 //! (append one byte each), a metadata walk of the whole tree, and small-file writes
 //! (extracting a tar of ~1000 files into the mount).
@@ -19,6 +20,8 @@ use super::runner::{RunHooks, Skipped, Tool};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Driver {
     Kernel,
+    StrataFuse,
+    StrataFuseNoPassthrough,
     FuseOverlayfs,
 }
 
@@ -26,6 +29,8 @@ impl Driver {
     pub fn label(self) -> &'static str {
         match self {
             Driver::Kernel => "strata mount (kernel overlayfs)",
+            Driver::StrataFuse => "strata-fuse (passthrough)",
+            Driver::StrataFuseNoPassthrough => "strata-fuse (no passthrough)",
             Driver::FuseOverlayfs => "fuse-overlayfs",
         }
     }
@@ -57,6 +62,9 @@ impl RunHooks for MountHooks {
                 KernelMounter.mount(&plan, &mnt(scratch))?;
             }
             Driver::FuseOverlayfs => fuse_overlayfs(&spec, &mnt(scratch))?,
+            Driver::StrataFuse | Driver::StrataFuseNoPassthrough => {
+                strata_fuse(&spec, &mnt(scratch), self.driver == Driver::StrataFuse)?;
+            }
         }
         Ok(())
     }
@@ -67,6 +75,25 @@ impl RunHooks for MountHooks {
             let _ = self.store.remove(&key);
         }
     }
+}
+
+fn strata_fuse(spec: &MountSpec, target: &Path, passthrough: bool) -> anyhow::Result<()> {
+    let mut opts = crate::cmd::mount_fuse::fuse_options(spec, true);
+    if !passthrough {
+        opts.push_str(",passthrough=off");
+    }
+    let out = Command::new(std::env::current_exe()?)
+        .arg(crate::FUSE_SERVE)
+        .arg("-o")
+        .arg(opts)
+        .arg(target)
+        .stdout(Stdio::null())
+        .output()
+        .context("starting strata-fuse")?;
+    if !out.status.success() {
+        bail!("strata-fuse: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(())
 }
 
 fn fuse_overlayfs(spec: &MountSpec, target: &Path) -> anyhow::Result<()> {
@@ -110,10 +137,14 @@ pub fn tools(
     let root = rustix::process::geteuid().is_root();
     for (op, script, bytes) in ops {
         let pair = format!("{}: {op}", Driver::Kernel.label());
-        for driver in [Driver::Kernel, Driver::FuseOverlayfs] {
+        for driver in [Driver::Kernel, Driver::StrataFuse, Driver::StrataFuseNoPassthrough, Driver::FuseOverlayfs] {
             let name = format!("{}: {op}", driver.label());
             if !root {
                 skipped.push((name, "mounting needs root".into()));
+                continue;
+            }
+            if driver != Driver::Kernel && !Path::new("/dev/fuse").exists() {
+                skipped.push((name, "/dev/fuse missing (modprobe fuse)".into()));
                 continue;
             }
             if driver == Driver::FuseOverlayfs && !super::installed("fuse-overlayfs") {

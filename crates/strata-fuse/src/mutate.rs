@@ -107,7 +107,17 @@ impl Union {
         if aufs_whiteout {
             Layers::remove_whiteout_marker(updir.as_fd(), name)?;
         }
-        let found = self.lookup_locked(parent, name)?;
+        let found = if matches!(what, NewEntry::Link { .. }) {
+            self.lookup_locked(parent, name)? // the linked node, with its own inode number
+        } else {
+            // A new entry: only in the upper dir, no origin; no need to walk the layers.
+            let st = rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW)?;
+            let node =
+                Node { kind: layers::kind_of(&st), place: Place::Upper, lowers: vec![], links: vec![], nlookup: 0 };
+            let ino = self.mix(st.st_dev, st.st_ino);
+            let node = self.nodes().remember(ino, parent, &name.to_owned(), node).clone();
+            Found { ino, st, node }
+        };
         Ok((found, file))
     }
 

@@ -15,6 +15,11 @@ BIN=$(cd "$(dirname "$0")/.." && pwd)/target/release/strata-fuse
 W=$(mktemp -d "$DIR/strata-fuse-figures.XXXXXX")
 trap 'for m in "$W"/mnt*; do umount -l "$m" 2>/dev/null || true; done; rm -rf "$W"' EXIT
 
+# On a VM, the first touch of guest memory the host has not backed yet costs seconds per
+# GiB and lands on whichever driver copies first; touch it once before measuring.
+echo "warming memory" >&2
+head -c 6G /dev/zero > "$W/warm" 2>/dev/null || true
+rm -f "$W/warm"
 echo "preparing layers in $W" >&2
 mkdir -p "$W/big" "$W/tree" "$W/src"
 head -c 1G /dev/urandom > "$W/big/big.bin"

@@ -10,7 +10,7 @@ use std::process::{Command, Output};
 use strata::core::tar::Entry;
 
 use crate::util::images::{self, Blob};
-use crate::util::{MountGuard, Tree, e, layer, require_privileged};
+use crate::util::{MountGuard, Tree, e, layer, require_fuse, require_privileged};
 
 fn strata(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata")).args(args).output().expect("run strata")
@@ -86,15 +86,28 @@ fn privileged_mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form()
     if !require_privileged("privileged_mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form") {
         return;
     }
+    mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form(&[]);
+}
+
+#[test]
+fn privileged_fuse_driver_mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form() {
+    if !require_fuse("privileged_fuse_driver_mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form") {
+        return;
+    }
+    mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form(&["--driver", "fuse"]);
+}
+
+/// The same checks whatever serves the mount: kernel overlayfs or strata-fuse.
+fn mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form(driver: &[&str]) {
     let f = Fixture::new(&rich_layers());
     ok(&strata(&["unpack", s(&f.path("image")), "--to", s(&f.path("flat"))]));
-    let (out, guard) = f.mount("mnt", &[]);
+    let (out, guard) = f.mount("mnt", driver);
     ok(&out);
     let mnt = f.path("mnt");
     let diff = without_root(Tree::of(&f.path("flat"))).diff(&without_root(Tree::of(&mnt)));
     assert!(diff.is_empty(), "the mount differs from the flattened unpack:\n{}", diff.join("\n"));
 
-    // Writes through the mount: kernel overlayfs records them in the writable layer.
+    // Writes through the mount land in the writable layer in overlayfs's form.
     std::fs::write(mnt.join("etc/hostname"), b"box\n").expect("write");
     std::fs::remove_file(mnt.join("etc/passwd")).expect("rm lower file");
     std::fs::remove_dir_all(mnt.join("var/cache")).expect("rm lower dir");
@@ -117,12 +130,48 @@ fn privileged_mount_shows_the_flattened_image_and_keeps_writes_in_overlay_form()
     drop(guard);
     ok(&strata(&["umount", "--root", s(&f.path("root")), s(&mnt)]));
     assert!(!strata_overlay_is_mounted(&mnt));
-    let (out, _guard) = f.mount("mnt", &[]);
+    let (out, _guard) = f.mount("mnt", driver);
     ok(&out);
     assert_eq!(std::fs::read(mnt.join("etc/hostname")).expect("kept"), b"box\n");
     assert!(!mnt.join("etc/passwd").exists());
     ok(&strata(&["umount", "--rm", "--root", s(&f.path("root")), s(&mnt)]));
     assert!(matches!(store.stat(&key), Err(strata::core::Error::NotFound { .. })), "--rm removes the writable layer");
+}
+
+#[test]
+fn privileged_fuse_daemon_killed_leaves_a_mount_strata_umount_cleans_up() {
+    if !require_fuse("privileged_fuse_daemon_killed_leaves_a_mount_strata_umount_cleans_up") {
+        return;
+    }
+    let f = Fixture::new(&rich_layers());
+    let (out, _guard) = f.mount("mnt", &["--driver", "fuse"]);
+    ok(&out);
+    let mnt = f.path("mnt");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("strata-fuse"), "{}", String::from_utf8_lossy(&out.stdout));
+    std::fs::write(
+        mnt.join("etc/hostname"),
+        b"box
+",
+    )
+    .expect("write");
+    let pattern = format!("fuse-serve.*{}", mnt.display());
+    assert!(std::process::Command::new("pkill").args(["-KILL", "-f", &pattern]).status().expect("pkill").success());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let e = std::fs::metadata(mnt.join("etc")).expect_err("a dead daemon's mount");
+    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOTCONN.raw_os_error()), "{e}");
+    let ps = ok(&strata(&["ps", "--root", s(&f.path("root"))]));
+    assert!(ps.contains("daemon died"), "{ps}");
+    ok(&strata(&["umount", "--root", s(&f.path("root")), s(&mnt)]));
+    assert!(!strata_overlay_is_mounted(&mnt));
+    // What was written before the kill is in the writable layer: mount again and see it.
+    let (out, _guard) = f.mount("mnt", &["--driver", "fuse"]);
+    ok(&out);
+    assert_eq!(
+        std::fs::read(mnt.join("etc/hostname")).expect("kept"),
+        b"box
+"
+    );
+    ok(&strata(&["umount", "--rm", "--root", s(&f.path("root")), s(&mnt)]));
 }
 
 fn strata_overlay_is_mounted(p: &Path) -> bool {
@@ -172,9 +221,6 @@ fn mount_errors_say_what_to_do() {
     let out = strata(&["mount", "--root", s(&f.path("root")), s(&f.path("image")), s(&f.path("file"))]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a directory"));
-    let out =
-        strata(&["mount", "--driver", "fuse", "--root", s(&f.path("root")), s(&f.path("image")), s(&f.path("t"))]);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--driver fuse is not available yet"));
     let out = strata(&["umount", "--root", s(&f.path("root")), s(&f.path("t"))]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not mounted"));

@@ -36,6 +36,7 @@
 mod cli;
 mod copy_up;
 mod fs;
+mod fusermount;
 mod layers;
 mod mutate;
 mod nodes;
@@ -198,6 +199,8 @@ pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     mountpoint: PathBuf,
     forms: WriteForms,
+    /// Mounted through fusermount3, which must also unmount it.
+    helper: bool,
 }
 
 impl Mounted {
@@ -212,16 +215,61 @@ impl Mounted {
     /// [`Error::Unmount`] when the kernel refuses (busy).
     pub fn unmount(mut self) -> Result<()> {
         let session = self.session.take().expect("session present until unmount");
-        session.umount_and_join().map_err(|source| Error::Unmount { mountpoint: self.mountpoint.clone(), source })
+        let err = |source| Error::Unmount { mountpoint: self.mountpoint.clone(), source };
+        if self.helper {
+            fusermount::unmount(&self.mountpoint).map_err(err)?;
+            session.join().map_err(err)
+        } else {
+            session.umount_and_join().map_err(err)
+        }
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
         if let Some(session) = self.session.take() {
-            let _ = session.umount_and_join();
+            if self.helper {
+                let _ = fusermount::unmount(&self.mountpoint);
+                let _ = session.join();
+            } else {
+                let _ = session.umount_and_join();
+            }
         }
     }
+}
+
+/// Starts a FUSE session for `fs` at `mountpoint`: directly when this process may open
+/// /dev/fuse, else through the setuid fusermount3 helper. Returns whether the helper
+/// mounted it.
+fn start_session(
+    config: &UnionConfig,
+    fs: fs::StrataFs,
+    mountpoint: &Path,
+    read_only: bool,
+    slot: &std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
+) -> Result<(fuser::Session<fs::StrataFs>, bool)> {
+    let mount_err = |source| Error::Mount { mountpoint: mountpoint.to_owned(), source };
+    let fuse_config = config.fuse_config(read_only);
+    let fs = fs.with_notifier(slot.clone());
+    let direct = rustix::process::geteuid().is_root()
+        || std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse").is_ok();
+    let (session, helper) = if direct {
+        (fuser::Session::new(fs, mountpoint, &fuse_config).map_err(mount_err)?, false)
+    } else {
+        let mut opts = format!("fsname={},subtype=strata,default_permissions", config.fsname.replace(',', "_"));
+        opts.push_str(if read_only { ",ro" } else { ",rw" });
+        if config.allow_other {
+            opts.push_str(",allow_other");
+        }
+        for flag in &config.flags {
+            opts.push(',');
+            opts.push_str(flag);
+        }
+        let fd = fusermount::mount(mountpoint, &opts).map_err(mount_err)?;
+        (fuser::Session::from_fd(fs, fd, fuse_config.acl, fuse_config.clone()).map_err(mount_err)?, true)
+    };
+    let _ = slot.set(session.notifier());
+    Ok((session, helper))
 }
 
 /// Mounts the union at `mountpoint`, served by threads of this process.
@@ -231,13 +279,10 @@ impl Drop for Mounted {
 /// be opened, [`Error::Mount`] when FUSE refuses.
 pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
     let (fs, forms, read_only) = config.build()?;
-    let mount_err = |source| Error::Mount { mountpoint: mountpoint.to_owned(), source };
     let slot = std::sync::Arc::new(std::sync::OnceLock::new());
-    let session = fuser::Session::new(fs.with_notifier(slot.clone()), mountpoint, &config.fuse_config(read_only))
-        .map_err(mount_err)?;
-    let _ = slot.set(session.notifier());
-    let session = session.spawn().map_err(mount_err)?;
-    Ok(Mounted { session: Some(session), mountpoint: mountpoint.to_owned(), forms })
+    let (session, helper) = start_session(config, fs, mountpoint, read_only, &slot)?;
+    let session = session.spawn().map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
+    Ok(Mounted { session: Some(session), mountpoint: mountpoint.to_owned(), forms, helper })
 }
 
 /// Mounts the union at `mountpoint` and serves it on this thread until it is
@@ -248,9 +293,7 @@ pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
 pub fn serve(config: &UnionConfig, mountpoint: &Path, ready: impl FnOnce(WriteForms)) -> Result<()> {
     let (fs, forms, read_only) = config.build()?;
     let slot = std::sync::Arc::new(std::sync::OnceLock::new());
-    let session = fuser::Session::new(fs.with_notifier(slot.clone()), mountpoint, &config.fuse_config(read_only))
-        .map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
-    let _ = slot.set(session.notifier());
+    let (session, _helper) = start_session(config, fs, mountpoint, read_only, &slot)?;
     ready(forms);
     session.run().map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })
 }

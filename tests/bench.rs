@@ -36,7 +36,7 @@ fn bench_unpack_smoke() {
 
 #[test]
 fn privileged_bench_mount_smoke() {
-    if !crate::util::require_privileged("privileged_bench_mount_smoke") {
+    if !crate::util::require_fuse("privileged_bench_mount_smoke") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -50,10 +50,9 @@ fn privileged_bench_mount_smoke() {
     let names: Vec<&str> =
         report["results"].as_array().expect("results").iter().filter_map(|r| r["tool"].as_str()).collect();
     for op in ["sequential read", "copy-up of large files", "metadata walk (ls -lR)", "small-file writes (tar -x)"] {
-        assert!(
-            names.contains(&format!("strata mount (kernel overlayfs): {op}").as_str()),
-            "{op} missing from {names:?}"
-        );
+        for driver in ["strata mount (kernel overlayfs)", "strata-fuse (passthrough)", "strata-fuse (no passthrough)"] {
+            assert!(names.contains(&format!("{driver}: {op}").as_str()), "{driver}: {op} missing from {names:?}");
+        }
     }
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     assert!(!mounts.contains(dir.path().to_str().expect("utf-8")), "the bench left a mount behind");

@@ -467,3 +467,30 @@ fn privileged_strata_fuse_unprivileged_goes_through_fusermount3() {
         eprintln!("unprivileged FUSE not allowed on this host: {said}");
     }
 }
+
+#[test]
+fn privileged_fuse_non_root_writes_clear_setuid_as_on_overlayfs() {
+    if !require_fuse("privileged_fuse_non_root_writes_clear_setuid_as_on_overlayfs") {
+        return;
+    }
+    for passthrough in [true, false] {
+        let s = Stack::new(1);
+        fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        let lower = s.lowers[0].join("tool");
+        fs::write(&lower, b"#!/bin/sh\n").expect("file");
+        fs::set_permissions(&lower, fs::Permissions::from_mode(0o6777)).expect("chmod");
+        let (m, _g) = s.mount(passthrough);
+        let tool = s.mnt().join("tool");
+        // Another user's write: the kernel (through passthrough or not) must drop setuid.
+        let script = format!("echo more >> {}", tool.display());
+        let out = Command::new("setpriv")
+            .args(["--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c", &script])
+            .output()
+            .expect("write as uid 1000");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mode = tool.metadata().expect("stat").mode() & 0o7777;
+        assert_eq!(mode, 0o777, "setuid/setgid cleared (passthrough={passthrough})");
+        assert_eq!(fs::metadata(&lower).expect("lower").mode() & 0o7777, 0o6777, "lower untouched");
+        m.unmount().expect("unmount");
+    }
+}

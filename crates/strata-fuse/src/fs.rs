@@ -183,6 +183,15 @@ impl StrataFs {
         Ok(real.0.clone())
     }
 
+    /// The fd of a handle opened for writing (`EBADF` for read-only handles).
+    fn writable_fd(&self, fh: FileHandle) -> Result<Arc<File>, Errno> {
+        let open = self.file(fh)?;
+        if !open.writable {
+            return Err(Errno::EBADF);
+        }
+        Ok(lock(&open.real).0.clone())
+    }
+
     fn caller(req: &Request) -> Caller {
         Caller { uid: req.uid(), gid: req.gid() }
     }
@@ -501,12 +510,10 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        let open = match self.file(fh) {
-            Ok(o) if o.writable => o,
-            Ok(_) => return reply.error(Errno::EBADF),
+        let file = match self.writable_fd(fh) {
+            Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        let file = lock(&open.real).0.clone();
         match file.write_all_at(data, offset) {
             Ok(()) => reply.written(data.len() as u32),
             Err(e) => reply.error(errno(e)),
@@ -733,12 +740,10 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
-        let open = match self.file(fh) {
-            Ok(o) if o.writable => o,
-            Ok(_) => return reply.error(Errno::EBADF),
+        let file = match self.writable_fd(fh) {
+            Ok(f) => f,
             Err(e) => return reply.error(e),
         };
-        let file = lock(&open.real).0.clone();
         let mode = rustix::fs::FallocateFlags::from_bits_retain(mode as u32);
         match rustix::fs::fallocate(&*file, mode, offset, length) {
             Ok(()) => reply.ok(),

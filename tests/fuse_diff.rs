@@ -6,7 +6,9 @@
 //! Budget: `STRATA_FUSE_DIFF_SEQUENCES` (default 24) sequences of
 //! `STRATA_FUSE_DIFF_OPS` (default 150) operations; `STRATA_FUSE_DIFF_SEED` picks the
 //! first seed; `STRATA_FUSE_DIFF_STRICT=1` compares the upper dirs after every operation
-//! (slow; finds the operation that made them differ). CI runs the default; run longer with e.g.
+//! (slow; finds the operation that made them differ), `STRATA_FUSE_DIFF_SHOW=1` then
+//! lists both upper dirs, and `STRATA_FUSE_DIFF_KEEP=1` leaves the mounts and layers of
+//! a stack the kernel contradicts itself on, for a look. CI runs the default; run longer with e.g.
 //! `STRATA_FUSE_DIFF_SEQUENCES=2000 cargo test --release fuse_diff`.
 
 use std::collections::BTreeSet;

@@ -10,31 +10,24 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use fuser::{
-    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileAttr, FileHandle, Filesystem, FopenFlags, Generation,
-    INodeNo, InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData,
-    ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    AccessFlags, BackingId, CopyFileRangeFlags, Errno, FileHandle, Filesystem, FopenFlags, Generation, INodeNo,
+    InitFlags, KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyLseek, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request,
+    TimeOrNow, WriteFlags,
 };
-use rustix::fs::{FileType, OFlags, Stat, Timespec, Timestamps};
+use rustix::fs::{FileType, OFlags, Timestamps};
 
+use crate::attr::{OMIT, TTL, attr, attr_ttl, fuse_kind, timespec};
 use crate::layers::Place;
 use crate::mutate::{AttrChange, Caller, NewEntry};
-use crate::nodes::{Node, ROOT};
+use crate::nodes::ROOT;
 use crate::union::{DirEntry, Found, Union};
 
-/// Every open says FOPEN_NOFLUSH: data goes straight to the real file (or through the
-/// kernel's passthrough), so there is nothing to do on close(2), and no request is sent.
-///
-/// Layers do not change under a mount and every change goes through this process, so
-/// the kernel may cache names and attributes for long. Hard-linked files are the
-/// exception (a change through one name would leave the other's cached attributes
-/// stale): they get no attribute caching.
-const TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// An open file.
+/// An open file. Every open says FOPEN_NOFLUSH: data goes straight to the real file
+/// (or through the kernel's passthrough), so close(2) has nothing to ask us.
 #[derive(Debug)]
 struct OpenFile {
     ino: u64,
@@ -75,65 +68,6 @@ fn errno(e: io::Error) -> Errno {
         _ => Errno::EIO,
     }
 }
-
-fn time(sec: i64, nsec: i64) -> SystemTime {
-    let nsec = u32::try_from(nsec).unwrap_or(0);
-    match u64::try_from(sec) {
-        Ok(s) => UNIX_EPOCH + Duration::new(s, nsec),
-        Err(_) => UNIX_EPOCH - Duration::new(sec.unsigned_abs(), 0) + Duration::new(0, nsec),
-    }
-}
-
-fn fuse_kind(kind: FileType) -> fuser::FileType {
-    match kind {
-        FileType::Directory => fuser::FileType::Directory,
-        FileType::Symlink => fuser::FileType::Symlink,
-        FileType::Fifo => fuser::FileType::NamedPipe,
-        FileType::Socket => fuser::FileType::Socket,
-        FileType::CharacterDevice => fuser::FileType::CharDevice,
-        FileType::BlockDevice => fuser::FileType::BlockDevice,
-        _ => fuser::FileType::RegularFile,
-    }
-}
-
-/// The attributes we report: the real file's, with our stable inode number, and
-/// overlayfs's `nlink = 1` for merged directories.
-fn attr(ino: u64, st: &Stat, node: &Node) -> FileAttr {
-    let kind = FileType::from_raw_mode(st.st_mode);
-    FileAttr {
-        ino: INodeNo(ino),
-        size: st.st_size as u64,
-        blocks: st.st_blocks as u64,
-        atime: time(st.st_atime, st.st_atime_nsec as i64),
-        mtime: time(st.st_mtime, st.st_mtime_nsec as i64),
-        ctime: time(st.st_ctime, st.st_ctime_nsec as i64),
-        crtime: UNIX_EPOCH,
-        kind: fuse_kind(kind),
-        perm: (st.st_mode & 0o7777) as u16,
-        nlink: if node.is_merged_dir() { 1 } else { st.st_nlink as u32 },
-        uid: st.st_uid,
-        gid: st.st_gid,
-        rdev: st.st_rdev as u32,
-        blksize: st.st_blksize as u32,
-        flags: 0,
-    }
-}
-
-fn attr_ttl(st: &Stat) -> Duration {
-    if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink > 1 { Duration::ZERO } else { TTL }
-}
-
-fn timespec(t: TimeOrNow) -> Timespec {
-    match t {
-        TimeOrNow::Now => Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_NOW },
-        TimeOrNow::SpecificTime(t) => match t.duration_since(UNIX_EPOCH) {
-            Ok(d) => Timespec { tv_sec: d.as_secs() as i64, tv_nsec: d.subsec_nanos().into() },
-            Err(e) => Timespec { tv_sec: -(e.duration().as_secs_f64().ceil() as i64), tv_nsec: 0 },
-        },
-    }
-}
-
-const OMIT: Timespec = Timespec { tv_sec: 0, tv_nsec: rustix::fs::UTIME_OMIT };
 
 impl StrataFs {
     /// Where the session's notifier will be put, once the session exists.
@@ -527,7 +461,7 @@ impl Filesystem for StrataFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -535,6 +469,10 @@ impl Filesystem for StrataFs {
         reply: ReplyEmpty,
     ) {
         lock(&self.files).remove(&fh.0);
+        let mut backings = lock(&self.backings);
+        if backings.get(&ino.0).is_some_and(|(weak, _)| weak.strong_count() == 0) {
+            backings.remove(&ino.0);
+        }
         reply.ok();
     }
 

@@ -33,6 +33,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod attr;
 mod cli;
 mod copy_up;
 mod fs;

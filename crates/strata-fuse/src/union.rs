@@ -39,6 +39,16 @@ pub(crate) struct DirEntry {
     pub ino: u64,
 }
 
+/// This process's umask, read without changing it (`umask(2)` can only swap it, which
+/// would briefly affect other threads' file creation).
+fn process_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Umask:").map(|v| v.trim().to_owned())))
+        .and_then(|v| u32::from_str_radix(&v, 8).ok())
+        .unwrap_or(0o022)
+}
+
 #[derive(Debug)]
 pub(crate) struct Union {
     pub(crate) layers: Layers,
@@ -81,8 +91,6 @@ impl Union {
                 devs.push(dev);
             }
         }
-        let old = rustix::process::umask(Mode::empty());
-        rustix::process::umask(old);
         let origin_key = format!("{}{ORIGIN_INO}", layers.prefix);
         Ok(Union {
             layers,
@@ -90,7 +98,7 @@ impl Union {
             tree: RwLock::new(()),
             devs: Mutex::new(devs),
             tmp_counter: AtomicU64::new(0),
-            umask: old.as_raw_mode(),
+            umask: process_umask(),
             origin_key,
             notifier: std::sync::Arc::default(),
         })

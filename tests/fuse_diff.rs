@@ -31,7 +31,7 @@ fn path(rng: &mut Rng) -> String {
 
 /// Fills three lower layers over the same small namespace: files, dirs, symlinks,
 /// hardlinks, fifos, xattrs, and overlayfs whiteouts and opaque dirs.
-fn populate(rng: &mut Rng, lowers: &[PathBuf]) {
+fn populate(rng: &mut Rng, lowers: &[PathBuf], user: Option<u32>) {
     for (depth, layer) in lowers.iter().enumerate().rev() {
         fs::create_dir_all(layer).expect("layer dir");
         for _ in 0..12 {
@@ -88,8 +88,28 @@ fn populate(rng: &mut Rng, lowers: &[PathBuf]) {
                     }
                 }
             }
+            // For a sequence run as a user: some entries (and the dirs above) are theirs.
+            if let Some(uid) = user {
+                if rng.below(2) == 0 {
+                    let owner = Some(rustix::fs::Uid::from_raw(uid));
+                    let group = Some(rustix::fs::Gid::from_raw(uid));
+                    let _ = rustix::fs::chownat(CWD, &p, owner, group, AtFlags::SYMLINK_NOFOLLOW);
+                    let _ = rustix::fs::chownat(CWD, parent, owner, group, AtFlags::empty());
+                }
+            }
         }
     }
+}
+
+/// Every entry below `root`, as relative paths in a stable order.
+fn entries(root: &Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .map(|e| e.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned())
+        .collect()
 }
 
 /// A random existing entry (relative path) of a layer, if any.
@@ -135,8 +155,12 @@ enum Op {
     ListXattr(String),
 }
 
-fn random_op(rng: &mut Rng) -> Op {
-    let p = path(rng);
+/// An operation on a random path; half the time on an entry that exists (in the
+/// kernel's view, which the fuse view equals while no divergence was found), so that
+/// operations mostly change state rather than fail on missing names.
+fn random_op(rng: &mut Rng, existing: &[String]) -> Op {
+    let p =
+        if !existing.is_empty() && rng.below(2) == 0 { existing[rng.below(existing.len())].clone() } else { path(rng) };
     match rng.below(21) {
         0 => Op::Create(p, 0o600 + rng.below(0o177) as u32),
         1 => Op::WriteAt(p, rng.below(5000) as u64, 1 + rng.below(3000), rng.below(256) as u8),
@@ -336,8 +360,8 @@ fn scratch() -> tempfile::TempDir {
     if base.is_dir() { tempfile::tempdir_in(base) } else { tempfile::tempdir() }.expect("tempdir")
 }
 
-/// Runs one sequence; returns the divergences (empty when the two mounts agree).
-fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
+/// Runs one sequence; returns (operations run, of which succeeded, divergences).
+fn sequence(seed: u64, ops: usize, passthrough: bool, user: Option<u32>) -> (usize, usize, Vec<String>) {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let m = {
         let dir = scratch();
@@ -346,9 +370,17 @@ fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
     };
     let d = m.dir.path();
     let lowers: Vec<PathBuf> = (0..3).map(|i| d.join(format!("l{i}"))).collect();
-    populate(&mut rng, &lowers);
+    populate(&mut rng, &lowers, user);
     for sub in ["ku", "kw", "fu", "fw", "kmnt", "fmnt"] {
         fs::create_dir(d.join(sub)).expect("mkdir");
+    }
+    if let Some(uid) = user {
+        // The user owns the mount's root (the upper root dirs), so it can create there.
+        fs::set_permissions(d, fs::Permissions::from_mode(0o755)).expect("chmod");
+        for sub in ["ku", "fu"] {
+            let id = (Some(rustix::fs::Uid::from_raw(uid)), Some(rustix::fs::Gid::from_raw(uid)));
+            rustix::fs::chownat(CWD, d.join(sub), id.0, id.1, AtFlags::empty()).expect("chown");
+        }
     }
     let lowerdir = lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
     let options = format!(
@@ -373,6 +405,7 @@ fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
     let mut divergences = Vec::new();
     let mut ran = 0;
     let strict = std::env::var_os("STRATA_FUSE_DIFF_STRICT").is_some();
+    let mut succeeded = 0;
     let kernel_broken = listing_matches_lookup(&m.kernel);
     if !kernel_broken.is_empty() {
         if std::env::var_os("STRATA_FUSE_DIFF_KEEP").is_some() {
@@ -381,40 +414,64 @@ fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
             std::mem::forget(fuse);
             std::mem::forget(_kernel_guard);
             std::mem::forget(_fuse_guard);
-            return (0, divergences);
+            return (0, 0, divergences);
         }
         // Some random stacks (a dir over a non-dir over a dir) make overlayfs list
         // names it cannot look up: no oracle there.
         eprintln!("seed {seed}: kernel overlayfs is inconsistent on these layers; skipped");
         drop(fuse);
         let _ = std::process::Command::new("umount").arg(&m.kernel).status();
-        return (0, divergences);
+        return (0, 0, divergences);
     }
-    for i in 0..ops {
-        let op = random_op(&mut rng);
-        let want = run(&op, &m.kernel);
-        let got = run(&op, &m.fuse);
-        ran += 1;
-        if want != got {
-            divergences.push(format!("seed {seed} op {i}: {op:?}\n   kernel {want:?}\n   fuse   {got:?}"));
-            break; // the states differ from here on
-        }
-        if strict {
-            // Finds the first operation after which the upper dirs differ.
-            let (ku, fu) = (comparable(&d.join("ku")), comparable(&d.join("fu")));
-            if ku.1 != fu.1 || !ku.0.diff(&fu.0).is_empty() {
-                divergences
-                    .push(format!("seed {seed} op {i}: {op:?} left the upper dirs different: {:?}", ku.0.diff(&fu.0)));
-                divergences.push(format!("   opaque: kernel {:?} fuse {:?}", ku.1, fu.1));
-                if std::env::var_os("STRATA_FUSE_DIFF_SHOW").is_some() {
-                    let _ = std::process::Command::new("sh")
-                        .arg("-c")
-                        .arg(format!("cd {}; ls -laR ku fu; getfattr -R -d -m - ku fu", d.display()))
-                        .status();
+    let mut run_ops = || {
+        for i in 0..ops {
+            let existing = entries(&m.kernel);
+            let op = random_op(&mut rng, &existing);
+            let want = run(&op, &m.kernel);
+            let got = run(&op, &m.fuse);
+            ran += 1;
+            succeeded += usize::from(got.is_ok());
+            if want != got {
+                divergences.push(format!("seed {seed} op {i}: {op:?}\n   kernel {want:?}\n   fuse   {got:?}"));
+                break; // the states differ from here on
+            }
+            if strict {
+                // Finds the first operation after which the upper dirs differ.
+                let (ku, fu) = (comparable(&d.join("ku")), comparable(&d.join("fu")));
+                if ku.1 != fu.1 || !ku.0.diff(&fu.0).is_empty() {
+                    divergences.push(format!(
+                        "seed {seed} op {i}: {op:?} left the upper dirs different: {:?}",
+                        ku.0.diff(&fu.0)
+                    ));
+                    divergences.push(format!("   opaque: kernel {:?} fuse {:?}", ku.1, fu.1));
+                    if std::env::var_os("STRATA_FUSE_DIFF_SHOW").is_some() {
+                        let _ = std::process::Command::new("sh")
+                            .arg("-c")
+                            .arg(format!("cd {}; ls -laR ku fu; getfattr -R -d -m - ku fu", d.display()))
+                            .status();
+                    }
+                    break;
                 }
-                break;
             }
         }
+    };
+    match user {
+        // Credentials are per thread in Linux: this thread becomes the user, the FUSE
+        // threads of this process stay root.
+        Some(uid) => std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let gid = rustix::fs::Gid::from_raw(uid);
+                    rustix::thread::set_thread_groups(&[]).expect("setgroups");
+                    rustix::thread::set_thread_res_gid(gid, gid, gid).expect("setresgid");
+                    let uid = rustix::fs::Uid::from_raw(uid);
+                    rustix::thread::set_thread_res_uid(uid, uid, uid).expect("setresuid");
+                    run_ops();
+                })
+                .join()
+                .expect("user thread");
+        }),
+        None => run_ops(),
     }
     for (name, root) in [("kernel", &m.kernel), ("fuse", &m.fuse)] {
         if divergences.is_empty() {
@@ -444,7 +501,7 @@ fn sequence(seed: u64, ops: usize, passthrough: bool) -> (usize, Vec<String>) {
             divergences.push(format!("seed {seed} upper opaque dirs: kernel {ko:?} fuse {fo:?}"));
         }
     }
-    (ran, divergences)
+    (ran, succeeded, divergences)
 }
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -459,13 +516,21 @@ fn privileged_fuse_matches_kernel_overlay_on_random_operations() {
     let sequences = env_or("STRATA_FUSE_DIFF_SEQUENCES", 24);
     let ops = env_or("STRATA_FUSE_DIFF_OPS", 150) as usize;
     let first = env_or("STRATA_FUSE_DIFF_SEED", 1);
-    let mut total = 0;
+    let (mut total, mut total_ok, mut as_user) = (0, 0, 0);
     let mut all = Vec::new();
     for seed in first..first + sequences {
-        let (ran, divergences) = sequence(seed, ops, seed % 2 == 0);
+        // Every third sequence runs its operations as uid 1000 (permission checks,
+        // owners of new entries); passthrough on every other one.
+        let user = (seed % 3 == 0).then_some(1000);
+        let (ran, ok, divergences) = sequence(seed, ops, seed % 2 == 0, user);
         total += ran;
+        total_ok += ok;
+        as_user += if user.is_some() { ran } else { 0 };
         all.extend(divergences);
     }
-    eprintln!("fuse differential: {sequences} sequences, {total} operations, {} divergences", all.len());
+    eprintln!(
+        "fuse differential: {sequences} sequences, {total} operations ({total_ok} succeeded, {as_user} as uid 1000), {} divergences",
+        all.len()
+    );
     assert!(all.is_empty(), "strata-fuse diverged from kernel overlayfs:\n{}", all.join("\n"));
 }

@@ -185,9 +185,7 @@ impl Union {
     /// `unlink` (dir = false) or `rmdir` (dir = true).
     pub(crate) fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> io::Result<()> {
         let _tree = self.write_tree();
-        if dir {
-            self.layers.forget_dirs();
-        }
+        let _forget = dir.then(|| ForgetDirs(&self.layers));
         let (pnode, ppath) = self.node_at(parent)?;
         let (child, _, _) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
         let child_is_dir = child.kind == FileType::Directory;
@@ -274,7 +272,7 @@ impl Union {
     /// Empties an upper dir that is empty in the union (only whiteouts and markers left),
     /// so another dir can be renamed over it.
     fn clear_upper_dir(&self, updir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        let dir = sys::open_child_dir(updir, name)?;
+        let dir = sys::open_child_dir_readable(updir, name)?;
         for entry in sys::list_dir(dir.as_fd())? {
             sys::remove_all(dir.as_fd(), &entry)?;
         }
@@ -288,7 +286,7 @@ impl Union {
         }
         let exchange = flags.contains(RenameFlags::EXCHANGE);
         let _tree = self.write_tree();
-        self.layers.forget_dirs();
+        let _forget = ForgetDirs(&self.layers);
         let (pn1, pp1) = self.node_at(p1)?;
         let (pn2, pp2) = self.node_at(p2)?;
         let (src, src_st, _) = self.resolve(&pn1, &pp1, n1)?.ok_or(Errno::NOENT)?;
@@ -489,6 +487,17 @@ impl Union {
         } else {
             Ok(rustix::fs::lremovexattr(path, key)?)
         }
+    }
+}
+
+/// Clears the layer-dir cache when dropped: at the end of an operation that may remove
+/// or move upper directories (the checks before the change may have cached them), still
+/// under the tree lock.
+struct ForgetDirs<'a>(&'a Layers);
+
+impl Drop for ForgetDirs<'_> {
+    fn drop(&mut self) {
+        self.0.forget_dirs();
     }
 }
 

@@ -284,9 +284,9 @@ fn raise_readahead(mountpoint: &Path) {
     let target = target.to_string_lossy().replace(' ', "\\040");
     let device = info
         .lines()
+        .rev()
         .map(|l| l.split(' ').collect::<Vec<_>>())
-        .filter(|f| f.len() > 4 && f[4] == target)
-        .last()
+        .find(|f| f.len() > 4 && f[4] == target)
         .map(|f| f[2].to_owned());
     if let Some(device) = device {
         let _ = std::fs::write(format!("/sys/class/bdi/{device}/read_ahead_kb"), "1024");

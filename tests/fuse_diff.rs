@@ -136,6 +136,7 @@ enum Op {
     WriteAt(String, u64, usize, u8),
     Append(String, usize, u8),
     Truncate(String, u64),
+    Overwrite(String, usize, u8),
     Chmod(String, u32),
     Chown(String, u32, u32),
     Utimens(String, i64),
@@ -161,7 +162,7 @@ enum Op {
 fn random_op(rng: &mut Rng, existing: &[String]) -> Op {
     let p =
         if !existing.is_empty() && rng.below(2) == 0 { existing[rng.below(existing.len())].clone() } else { path(rng) };
-    match rng.below(21) {
+    match rng.below(22) {
         0 => Op::Create(p, 0o600 + rng.below(0o177) as u32),
         1 => Op::WriteAt(p, rng.below(5000) as u64, 1 + rng.below(3000), rng.below(256) as u8),
         2 => Op::Append(p, 1 + rng.below(100), rng.below(256) as u8),
@@ -178,6 +179,7 @@ fn random_op(rng: &mut Rng, existing: &[String]) -> Op {
         13 => Op::Symlink(NAMES[rng.below(5)].to_owned(), p),
         14 => Op::SetXattr(p, rng.below(2) as u8, rng.below(256) as u8),
         15 => Op::RemoveXattr(p, rng.below(2) as u8),
+        21 => Op::Overwrite(p, rng.below(2000), rng.below(256) as u8),
         16 => Op::ReadDir(if rng.below(3) == 0 { String::new() } else { p }),
         17 | 18 => Op::Stat(p),
         19 => Op::Read(p),
@@ -242,6 +244,12 @@ fn run(op: &Op, root: &Path) -> Outcome {
         Op::Truncate(p, len) => {
             let f = OpenOptions::new().write(true).custom_flags(NONBLOCK).open(at(p)).map_err(errno)?;
             f.set_len(*len).map(|_| String::new()).map_err(errno)
+        }
+        Op::Overwrite(p, len, byte) => {
+            // open(O_TRUNC) of an existing file: a lower one copies up without its data.
+            let mut f =
+                OpenOptions::new().write(true).truncate(true).custom_flags(NONBLOCK).open(at(p)).map_err(errno)?;
+            f.write_all(&vec![*byte; *len]).map(|_| String::new()).map_err(errno)
         }
         Op::Chmod(p, mode) => {
             rx(rustix::fs::chmodat(CWD, at(p), Mode::from_raw_mode(*mode), AtFlags::empty())).map(|_| String::new())

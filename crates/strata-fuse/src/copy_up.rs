@@ -19,6 +19,17 @@ impl Union {
     /// Makes sure `ino` has its real copy in the upper dir, parents first. The caller
     /// holds the tree lock exclusively.
     pub(crate) fn ensure_upper(&self, ino: u64) -> io::Result<()> {
+        self.copy_up_as(ino, true)
+    }
+
+    /// As [`Union::ensure_upper`], but a regular file comes up empty: it is about to be
+    /// truncated (`open(O_TRUNC)`), so copying its data would be wasted (overlayfs skips
+    /// it too).
+    pub(crate) fn ensure_upper_truncated(&self, ino: u64) -> io::Result<()> {
+        self.copy_up_as(ino, false)
+    }
+
+    fn copy_up_as(&self, ino: u64, with_data: bool) -> io::Result<()> {
         let (node, parent) = {
             let nodes = self.nodes();
             let node = nodes.get(ino)?.clone();
@@ -31,7 +42,7 @@ impl Union {
         self.layers.upper_root()?;
         self.ensure_upper(parent)?;
         let (ppath, name) = self.nodes().locate(ino)?;
-        copy_up(self, node.place, &ppath, &name, ino)?;
+        copy_up(self, node.place, &ppath, &name, ino, with_data)?;
         if node.kind != FileType::Directory && node.links.len() > 1 {
             link_other_names(self, ino)?;
         }
@@ -51,7 +62,7 @@ impl Union {
     }
 }
 
-fn copy_up(union: &Union, from: Place, ppath: &Path, name: &OsStr, ino: u64) -> io::Result<()> {
+fn copy_up(union: &Union, from: Place, ppath: &Path, name: &OsStr, ino: u64, with_data: bool) -> io::Result<()> {
     let layers = &union.layers;
     let src_dir = layers.dir(from, ppath)?;
     let dst_dir = layers.dir(Place::Upper, ppath)?;
@@ -60,7 +71,7 @@ fn copy_up(union: &Union, from: Place, ppath: &Path, name: &OsStr, ino: u64) -> 
     let tmp = union.tmp_name();
     // Copy-up is no change of the parent dir: keep its times, as overlayfs does.
     let parent = rustix::fs::fstat(&dst_dir)?;
-    let staged = stage(union, src_dir.as_fd(), name, &st, work, &tmp, ino)
+    let staged = stage(union, src_dir.as_fd(), name, &st, work, &tmp, ino, with_data)
         .and_then(|()| Ok(rustix::fs::renameat_with(work, &tmp, &dst_dir, name, RenameFlags::NOREPLACE)?));
     if staged.is_err() {
         let _ = sys::remove_all(work, &tmp);
@@ -89,6 +100,7 @@ fn link_other_names(union: &Union, ino: u64) -> io::Result<()> {
 }
 
 /// Builds the copy of `name` (in `src_dir`) as `tmp` in the work dir.
+#[allow(clippy::too_many_arguments)]
 fn stage(
     union: &Union,
     src_dir: BorrowedFd<'_>,
@@ -97,6 +109,7 @@ fn stage(
     work: BorrowedFd<'_>,
     tmp: &OsString,
     ino: u64,
+    with_data: bool,
 ) -> io::Result<()> {
     let kind = layers::kind_of(st);
     let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
@@ -112,7 +125,9 @@ fn stage(
             )?);
             let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
             let dst = File::from(rustix::fs::openat(work, tmp, flags, Mode::from_raw_mode(0o600))?);
-            copy_data(&src, &dst, st)?;
+            if with_data {
+                copy_data(&src, &dst, st)?;
+            }
             data = Some(dst);
         }
         FileType::Symlink => {

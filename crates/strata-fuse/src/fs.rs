@@ -110,8 +110,11 @@ impl StrataFs {
         if real.1 != Place::Upper {
             let now = self.union.nodes().get(open.ino).map(|n| n.place)?;
             if now == Place::Upper {
-                let (file, place) = self.union.open_real(open.ino, OFlags::RDONLY)?;
-                *real = (Arc::new(file), place);
+                // Unlinked since, the upper copy has no name to open by: keep reading the
+                // fd we have rather than fail a read on an open file.
+                if let Ok((file, place)) = self.union.open_real(open.ino, OFlags::RDONLY) {
+                    *real = (Arc::new(file), place);
+                }
             }
         }
         Ok(real.0.clone())
@@ -214,6 +217,8 @@ impl Filesystem for StrataFs {
         // files' system.posix_acl_* xattrs) and caches them per inode, instead of asking
         // us on every `ls -l`.
         let _ = config.add_capabilities(InitFlags::FUSE_POSIX_ACL);
+        // open(O_TRUNC) arrives as one request: a lower file then copies up empty.
+        let _ = config.add_capabilities(InitFlags::FUSE_ATOMIC_O_TRUNC);
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         if self.options.passthrough && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
@@ -368,7 +373,12 @@ impl Filesystem for StrataFs {
                 return reply.error(e);
             }
             let tree = self.union.write_tree();
-            if let Err(e) = self.union.ensure_upper(ino.0) {
+            let copied = if flags.contains(OFlags::TRUNC) {
+                self.union.ensure_upper_truncated(ino.0)
+            } else {
+                self.union.ensure_upper(ino.0)
+            };
+            if let Err(e) = copied {
                 return reply.error(errno(e));
             }
             drop(tree);

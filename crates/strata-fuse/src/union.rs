@@ -319,11 +319,12 @@ impl Union {
         Ok(out)
     }
 
-    /// An open fd on `ino`'s real file with `flags` (access mode and `O_NOATIME` kept).
+    /// An open fd on `ino`'s real file with `flags` (access mode, `O_TRUNC` and
+    /// `O_NOATIME` kept; the kernel handles `O_APPEND` offsets itself).
     pub(crate) fn open_real(&self, ino: u64, flags: OFlags) -> io::Result<(File, Place)> {
         let _tree = self.read_tree();
         let (node, dir, name) = self.real(ino)?;
-        let keep = flags & (OFlags::RWMODE | OFlags::NOATIME);
+        let keep = flags & (OFlags::RWMODE | OFlags::TRUNC | OFlags::NOATIME);
         let fd = rustix::fs::openat(&dir, &name, keep | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
         Ok((File::from(fd), node.place))
     }

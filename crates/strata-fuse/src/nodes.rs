@@ -165,3 +165,68 @@ impl Nodes {
         Ok((self.path(*parent)?, name.clone()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir() -> Node {
+        Node { kind: FileType::Directory, place: Place::Upper, lowers: vec![], links: vec![], nlookup: 0 }
+    }
+
+    fn file() -> Node {
+        Node { kind: FileType::RegularFile, place: Place::Lower(0), lowers: vec![], links: vec![], nlookup: 0 }
+    }
+
+    fn name(s: &str) -> OsString {
+        OsString::from(s)
+    }
+
+    #[test]
+    fn paths_follow_renames_of_parents() {
+        let mut n = Nodes::new(dir());
+        n.remember(10, ROOT, &name("etc"), dir());
+        n.remember(11, 10, &name("passwd"), file());
+        assert_eq!(n.path(11).expect("path"), PathBuf::from("etc/passwd"));
+        n.rename(ROOT, &name("etc"), ROOT, &name("etc2"));
+        assert_eq!(n.path(11).expect("path"), PathBuf::from("etc2/passwd"));
+        assert_eq!(n.child(ROOT, &name("etc2")), Some(10));
+        assert_eq!(n.child(ROOT, &name("etc")), None);
+    }
+
+    #[test]
+    fn hard_links_share_a_node_and_survive_unlinking_one_name() {
+        let mut n = Nodes::new(dir());
+        n.remember(20, ROOT, &name("a"), file());
+        n.add_link(20, ROOT, &name("b"));
+        n.unlink(ROOT, &name("b"));
+        assert_eq!(n.locate(20).expect("still reachable").1, name("a"));
+        n.unlink(ROOT, &name("a"));
+        assert!(n.locate(20).is_err(), "unlinked: no name left, but the node lives for open handles");
+        assert!(n.get(20).is_ok());
+    }
+
+    #[test]
+    fn forget_drops_a_node_only_when_every_lookup_is_returned() {
+        let mut n = Nodes::new(dir());
+        n.remember(30, ROOT, &name("x"), file());
+        n.remember(30, ROOT, &name("x"), file());
+        n.forget(30, 1);
+        assert!(n.get(30).is_ok());
+        n.forget(30, 1);
+        assert!(n.get(30).is_err());
+        assert_eq!(n.child(ROOT, &name("x")), None, "its name is gone with it");
+        n.forget(ROOT, 100);
+        assert!(n.get(ROOT).is_ok(), "the root is never forgotten");
+    }
+
+    #[test]
+    fn a_rename_over_a_name_drops_the_overwritten_node_s_link() {
+        let mut n = Nodes::new(dir());
+        n.remember(40, ROOT, &name("old"), file());
+        n.remember(41, ROOT, &name("new"), file());
+        n.rename(ROOT, &name("new"), ROOT, &name("old"));
+        assert_eq!(n.child(ROOT, &name("old")), Some(41));
+        assert!(n.get(40).expect("still held").links.is_empty());
+    }
+}

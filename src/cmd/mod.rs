@@ -25,7 +25,7 @@ pub enum Command {
     Snapshots(snapshots::SnapshotsArgs),
     /// Remove layer snapshots nothing uses.
     Gc(images::GcArgs),
-    /// Mount an image's rootfs (kernel overlayfs), writable, keeping changes per name.
+    /// Mount an image's rootfs (kernel overlayfs or strata-fuse), writable, keeping changes per name.
     Mount(mount::MountArgs),
     /// Unmount what strata mount mounted.
     Umount(mount::UmountArgs),

@@ -265,6 +265,24 @@ pub fn ps(args: PsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What strata-fuse can use here.
+struct FuseFeatures {
+    device: bool,
+    passthrough: bool,
+    fusermount: bool,
+}
+
+impl FuseFeatures {
+    fn probe(kernel: &str) -> FuseFeatures {
+        let device = Path::new("/dev/fuse").exists();
+        let mut version = kernel.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse::<u32>().ok());
+        let new_enough = (version.next().unwrap_or(0), version.next().unwrap_or(0)) >= (6, 9);
+        let root = rustix::process::geteuid().is_root();
+        let fusermount = ["/usr/bin/fusermount3", "/bin/fusermount3"].iter().any(|p| Path::new(p).exists());
+        FuseFeatures { device, passthrough: device && new_enough && root, fusermount }
+    }
+}
+
 /// Show what this host supports for mounts.
 #[derive(Debug, clap::Args)]
 pub struct InfoArgs {
@@ -279,6 +297,7 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
     let root = args.root.path()?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
     let h = HostFeatures::probe(&root);
+    let fuse = FuseFeatures::probe(&h.kernel);
     let mut out = io::stdout().lock();
     if args.json {
         writeln!(
@@ -286,7 +305,8 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
             "{}",
             json!({"kernel": h.kernel, "overlay": h.overlay, "new_mount_api": h.new_mount_api, "lowerdir_plus": h.lowerdir_plus,
             "userxattr": h.userxattr, "root": h.root, "store_root": root.display().to_string(), "store_d_type": h.d_type,
-            "store_trusted_xattrs": h.trusted_xattrs, "store_user_xattrs": h.user_xattrs})
+            "store_trusted_xattrs": h.trusted_xattrs, "store_user_xattrs": h.user_xattrs,
+            "fuse": fuse.device, "fuse_passthrough": fuse.passthrough, "fusermount3": fuse.fusermount})
         )?;
         return Ok(());
     }
@@ -302,6 +322,9 @@ pub fn info(args: InfoArgs) -> anyhow::Result<()> {
         ("store fs: d_type", yes(h.d_type).into()),
         ("store fs: trusted.* xattrs", yes(h.trusted_xattrs).into()),
         ("store fs: user.* xattrs", yes(h.user_xattrs).into()),
+        ("/dev/fuse (strata-fuse)", yes(fuse.device).into()),
+        ("FUSE passthrough (Linux 6.9+, root)", yes(fuse.passthrough).into()),
+        ("fusermount3 (unprivileged FUSE)", yes(fuse.fusermount).into()),
     ];
     for (k, v) in rows {
         writeln!(out, "{k:<40} {v}")?;

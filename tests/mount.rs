@@ -251,12 +251,13 @@ fn privileged_mount_refuses_a_busy_target_and_non_root() {
     let out = Command::new("setpriv")
         .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
         .arg(env!("CARGO_BIN_EXE_strata"))
-        .args(["mount", "--root", s(&f.path("nobody-root")), s(&f.path("image")), s(&f.path("nobody-target"))])
+        .args(["mount", "--driver", "overlay", "--root", s(&f.path("nobody-root"))])
+        .args([s(&f.path("image")), s(&f.path("nobody-target"))])
         .output()
         .expect("setpriv");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("needs root"), "{stderr}");
+    assert!(stderr.contains("needs root") && stderr.contains("--driver fuse"), "{stderr}");
 }
 
 #[test]

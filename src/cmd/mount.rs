@@ -92,7 +92,9 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
         platform: args.platform.clone().unwrap_or_else(Platform::host),
     };
     let image = Image::open(&args.image, &selector)?;
-    let outcome = store_image(&store, &image, &image.name, args.jobs, false, false)?;
+    // Without root, opaque dirs go in user.overlay.* (trusted.* needs CAP_SYS_ADMIN);
+    // strata-fuse reads both forms.
+    let outcome = store_image(&store, &image, &image.name, args.jobs, !host.root, false)?;
     let top = outcome.chains.last().map(ToString::to_string);
 
     let (key, spec) = if args.read_only {

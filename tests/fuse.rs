@@ -494,3 +494,46 @@ fn privileged_fuse_non_root_writes_clear_setuid_as_on_overlayfs() {
         m.unmount().expect("unmount");
     }
 }
+
+#[test]
+fn privileged_fuse_fallocate_lseek_copy_file_range_and_fsync() {
+    if !require_fuse("privileged_fuse_fallocate_lseek_copy_file_range_and_fsync") {
+        return;
+    }
+    for passthrough in [true, false] {
+        let s = Stack::new(1);
+        fs::write(s.lowers[0].join("src"), vec![9u8; 1 << 20]).expect("lower");
+        let (m, _g) = s.mount(passthrough);
+        let mnt = s.mnt();
+        // A 4 MiB file: fallocate, punch a hole, write the tail; SEEK_DATA / SEEK_HOLE must
+        // answer as the upper filesystem itself does for the same steps.
+        let sparse = |path: &Path| {
+            let f = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(path).expect("create");
+            rustix::fs::fallocate(&f, rustix::fs::FallocateFlags::empty(), 0, 4 << 20).expect("fallocate");
+            let punch = rustix::fs::FallocateFlags::PUNCH_HOLE | rustix::fs::FallocateFlags::KEEP_SIZE;
+            rustix::fs::fallocate(&f, punch, 0, 3 << 20).expect("punch a hole");
+            use std::os::unix::fs::FileExt;
+            f.write_all_at(b"tail", (4 << 20) - 4).expect("write");
+            let data = rustix::fs::seek(&f, rustix::fs::SeekFrom::Data(0)).expect("SEEK_DATA");
+            let hole = rustix::fs::seek(&f, rustix::fs::SeekFrom::Hole(0)).expect("SEEK_HOLE");
+            (f, data, hole)
+        };
+        let (_, want_data, want_hole) = sparse(&s.dir.path().join("direct"));
+        let (f, data, hole) = sparse(&mnt.join("sparse"));
+        assert_eq!((data, hole), (want_data, want_hole), "lseek as on the upper fs (passthrough={passthrough})");
+        assert!(data >= 3 << 20, "the punched range is a hole");
+        rustix::fs::fsync(&f).expect("fsync");
+        // copy_file_range from a lower file (copied up? no: read-only source) into the new one.
+        let src = fs::File::open(mnt.join("src")).expect("open lower");
+        let (mut off_in, mut off_out) = (0u64, 0u64);
+        let n = rustix::fs::copy_file_range(&src, Some(&mut off_in), &f, Some(&mut off_out), 1 << 20)
+            .expect("copy_file_range");
+        assert_eq!(n, 1 << 20);
+        drop((f, src));
+        let back = fs::read(mnt.join("sparse")).expect("read back");
+        assert_eq!(back.len(), 4 << 20);
+        assert!(back[..1 << 20].iter().all(|&b| b == 9) && back.ends_with(b"tail"));
+        assert!(s.upper().join("sparse").exists() && !s.upper().join("src").exists(), "the source stayed lower");
+        m.unmount().expect("unmount");
+    }
+}

@@ -57,6 +57,27 @@ pub(crate) fn attr(ino: u64, st: &Stat, node: &Node) -> FileAttr {
     }
 }
 
+/// The attributes of a negative entry: node id 0 tells the kernel the name is absent.
+pub(crate) fn negative() -> FileAttr {
+    FileAttr {
+        ino: INodeNo(0),
+        size: 0,
+        blocks: 0,
+        atime: UNIX_EPOCH,
+        mtime: UNIX_EPOCH,
+        ctime: UNIX_EPOCH,
+        crtime: UNIX_EPOCH,
+        kind: fuser::FileType::RegularFile,
+        perm: 0,
+        nlink: 0,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        blksize: 0,
+        flags: 0,
+    }
+}
+
 pub(crate) fn attr_ttl(st: &Stat) -> Duration {
     if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile && st.st_nlink > 1 { Duration::ZERO } else { TTL }
 }

@@ -233,6 +233,12 @@ impl Filesystem for StrataFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         match self.union.lookup(parent.0, name) {
             Ok(found) => self.entry(reply, &found),
+            // A negative entry (node id 0) the kernel may cache: names looked up and not
+            // found (a shell searching $PATH, a loader its library dirs) stay absent until
+            // created through this mount, which the kernel sees.
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => {
+                reply.entry_with_ttls(&Duration::ZERO, &TTL, &crate::attr::negative(), Generation(0));
+            }
             Err(e) => reply.error(errno(e)),
         }
     }

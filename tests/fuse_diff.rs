@@ -339,14 +339,23 @@ fn comparable(root: &Path) -> (Tree, BTreeSet<String>) {
     (tree, opaque)
 }
 
-/// Every name a directory lists can be looked up (what a tree walk relies on).
-fn listing_matches_lookup(root: &Path) -> Vec<String> {
+/// Every name a directory lists can be looked up (what a tree walk relies on) and, when
+/// `inodes`, with the inode number the listing gave (what `ls -i` and `find -inum` rely
+/// on; strata-fuse promises it, overlayfs without `xino` does not always keep it).
+fn listing_matches_lookup(root: &Path, inodes: bool) -> Vec<String> {
+    use std::os::unix::fs::DirEntryExt;
     let mut out = Vec::new();
     let mut dirs = vec![root.to_owned()];
     while let Some(dir) = dirs.pop() {
         let Ok(entries) = fs::read_dir(&dir) else { continue };
         for entry in entries.flatten() {
             match entry.path().symlink_metadata() {
+                Ok(md) if inodes && md.ino() != entry.ino() => out.push(format!(
+                    "{}: readdir says inode {}, lstat says {}",
+                    entry.path().display(),
+                    entry.ino(),
+                    md.ino()
+                )),
                 Ok(md) if md.is_dir() => dirs.push(entry.path()),
                 Ok(_) => {}
                 Err(e) => out.push(format!("{} is listed but lstat says {e}", entry.path().display())),
@@ -414,7 +423,7 @@ fn sequence(seed: u64, ops: usize, passthrough: bool, user: Option<u32>) -> (usi
     let mut ran = 0;
     let strict = std::env::var_os("STRATA_FUSE_DIFF_STRICT").is_some();
     let mut succeeded = 0;
-    let kernel_broken = listing_matches_lookup(&m.kernel);
+    let kernel_broken = listing_matches_lookup(&m.kernel, false);
     if !kernel_broken.is_empty() {
         if std::env::var_os("STRATA_FUSE_DIFF_KEEP").is_some() {
             eprintln!("{kernel_broken:?}");
@@ -481,9 +490,10 @@ fn sequence(seed: u64, ops: usize, passthrough: bool, user: Option<u32>) -> (usi
         }),
         None => run_ops(),
     }
-    for (name, root) in [("kernel", &m.kernel), ("fuse", &m.fuse)] {
+    for (name, root, inodes) in [("kernel", &m.kernel, false), ("fuse", &m.fuse, true)] {
         if divergences.is_empty() {
-            divergences.extend(listing_matches_lookup(root).into_iter().map(|l| format!("seed {seed} {name}: {l}")));
+            let broken = listing_matches_lookup(root, inodes);
+            divergences.extend(broken.into_iter().map(|l| format!("seed {seed} {name}: {l}")));
         }
     }
     if divergences.is_empty() {

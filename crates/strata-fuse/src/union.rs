@@ -312,7 +312,17 @@ impl Union {
                     kind = layers::kind_of(&st);
                 }
                 seen.insert(name.to_owned());
-                out.push(DirEntry { name: name.to_owned(), kind, ino: self.mix(dev, entry.ino()) });
+                // d_ino is the st_ino a stat would give (`ls -i`, `find -inum`): for a
+                // copied-up entry, its origin's.
+                let origin = match place {
+                    Place::Upper => sys::get_xattr(dir.as_fd(), name, &self.origin_key).ok().flatten(),
+                    Place::Lower(_) => None,
+                };
+                let ino = match origin.as_deref().map(<[u8; 8]>::try_from) {
+                    Some(Ok(bytes)) => u64::from_le_bytes(bytes),
+                    _ => self.mix(dev, entry.ino()),
+                };
+                out.push(DirEntry { name: name.to_owned(), kind, ino });
             }
             seen.extend(hidden_below);
         }

@@ -113,6 +113,8 @@ fn announce(forms: WriteForms, notify: bool) {
         eprintln!("strata-fuse: the upper filesystem has no overlay xattrs: opaque dirs get a .wh..wh..opq file");
     }
     if notify {
+        // A daemon must not pin the directory it was started from.
+        let _ = std::env::set_current_dir("/");
         println!("{READY}");
         let _ = std::io::stdout().flush();
         if let Ok(null) = std::fs::OpenOptions::new().read(true).write(true).open("/dev/null") {

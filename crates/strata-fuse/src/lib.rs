@@ -19,17 +19,26 @@
 //!   passthrough; a file open read-only on its lower copy is never handed to a writer,
 //!   which gets `ETXTBSY` until the readers close (see `fs.rs`).
 //!
-//! ```no_run
+//! ```
 //! use strata_fuse::{UnionConfig, mount};
 //!
-//! let dir = std::path::Path::new("/var/tmp/strata-demo");
-//! let mut config = UnionConfig::new(vec![dir.join("layer2"), dir.join("layer1")]);
-//! config.upper = Some(dir.join("upper"));
-//! config.work = Some(dir.join("work"));
-//! let mounted = mount(&config, &dir.join("merged"))?;
-//! std::fs::write(dir.join("merged/hello"), "written through FUSE\n")?;
-//! mounted.unmount()?;
-//! assert!(dir.join("upper/hello").exists());
+//! let dir = tempfile::tempdir()?;
+//! for sub in ["lower", "upper", "work", "merged"] {
+//!     std::fs::create_dir(dir.path().join(sub))?;
+//! }
+//! std::fs::write(dir.path().join("lower/hello"), "from the layer\n")?;
+//! let mut config = UnionConfig::new(vec![dir.path().join("lower")]);
+//! config.upper = Some(dir.path().join("upper"));
+//! config.work = Some(dir.path().join("work"));
+//! // Mounting needs /dev/fuse (and root here; fusermount3 elsewhere).
+//! if rustix::process::geteuid().is_root() && std::path::Path::new("/dev/fuse").exists() {
+//!     let mounted = mount(&config, &dir.path().join("merged"))?;
+//!     std::fs::write(dir.path().join("merged/hello"), "changed through FUSE\n")?;
+//!     mounted.unmount()?;
+//!     // The change went to the upper dir (copy-up); the layer is untouched.
+//!     assert_eq!(std::fs::read_to_string(dir.path().join("upper/hello"))?, "changed through FUSE\n");
+//!     assert_eq!(std::fs::read_to_string(dir.path().join("lower/hello"))?, "from the layer\n");
+//! }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 

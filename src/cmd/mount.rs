@@ -122,7 +122,7 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     };
     let how = match driver {
         Driver::Fuse => {
-            mount_fuse(&spec, &target, host.root)?;
+            mount_fuse(&spec, &target, host.root, true)?;
             "strata-fuse"
         }
         _ => {

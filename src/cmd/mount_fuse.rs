@@ -27,16 +27,21 @@ pub fn fuse_options(spec: &MountSpec, root: bool) -> String {
     opts.join(",")
 }
 
-/// Starts strata-fuse for `spec` at `target` and waits until it serves.
-pub fn mount_fuse(spec: &MountSpec, target: &Path, root: bool) -> anyhow::Result<()> {
+/// Starts strata-fuse for `spec` at `target` and waits until it serves; `passthrough`
+/// off serves all I/O in the daemon (what an unprivileged mount gets).
+pub fn mount_fuse(spec: &MountSpec, target: &Path, root: bool, passthrough: bool) -> anyhow::Result<()> {
     if !Path::new("/dev/fuse").exists() {
         bail!("/dev/fuse is missing: load the module (`modprobe fuse`) or use --driver overlay");
     }
     let exe = std::env::current_exe().context("finding the strata binary to run the FUSE daemon")?;
+    let mut options = fuse_options(spec, root);
+    if !passthrough {
+        options.push_str(",passthrough=off");
+    }
     let status = Command::new(exe)
         .arg(crate::FUSE_SERVE)
         .arg("-o")
-        .arg(fuse_options(spec, root))
+        .arg(options)
         .arg(target)
         .status()
         .context("starting the strata-fuse daemon")?;

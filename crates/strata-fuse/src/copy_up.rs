@@ -22,11 +22,20 @@ impl Union {
         self.copy_up_as(ino, true)
     }
 
-    /// As [`Union::ensure_upper`], but a regular file comes up empty: it is about to be
-    /// truncated (`open(O_TRUNC)`), so copying its data would be wasted (overlayfs skips
-    /// it too).
-    pub(crate) fn ensure_upper_truncated(&self, ino: u64) -> io::Result<()> {
-        self.copy_up_as(ino, false)
+    /// For a change to `ino` alone (open for writing, setattr, xattrs): copies it up
+    /// under the exclusive tree lock only when it is not in the upper dir yet, so changes
+    /// to upper files (the common case) run side by side under the shared lock. Without
+    /// `with_data` a regular file comes up empty: it is about to be truncated
+    /// (`open(O_TRUNC)`), so copying its data would be wasted (overlayfs skips it too).
+    pub(crate) fn copy_up_if_needed(&self, ino: u64, with_data: bool) -> io::Result<()> {
+        {
+            let _tree = self.read_tree();
+            if self.nodes().get(ino)?.place == Place::Upper {
+                return Ok(());
+            }
+        }
+        let _tree = self.write_tree();
+        self.copy_up_as(ino, with_data)
     }
 
     fn copy_up_as(&self, ino: u64, with_data: bool) -> io::Result<()> {

@@ -137,14 +137,15 @@ impl StrataFs {
         (flags & OFlags::RWMODE) != OFlags::RDONLY || flags.contains(OFlags::TRUNC)
     }
 
-    /// The passthrough backing for a new open of `ino` whose real file is at `place`:
-    /// shared with the inode's other opens (the kernel binds one backing file per
-    /// inode). `Ok(None)`: serve this open through read/write requests.
+    /// The passthrough backing for a new open of `ino` whose real file is at `place`,
+    /// opened with `flags`: shared with the inode's other opens (the kernel binds one
+    /// backing file per inode). `Ok(None)`: serve this open through read/write requests.
     fn backing(
         &self,
         ino: u64,
         place: Place,
         file: &File,
+        flags: OFlags,
         open_backing: impl Fn(&File) -> io::Result<BackingId>,
     ) -> io::Result<Option<Arc<BackingId>>> {
         if !self.passthrough_on.load(Ordering::Relaxed) {
@@ -162,13 +163,11 @@ impl StrataFs {
                 return Err(rustix::io::Errno::TXTBSY.into());
             }
         }
-        // Upper files get a read-write backing so later writers can share it.
-        let shared = if place == Place::Upper && !self.options.read_only {
-            self.union.open_real(ino, OFlags::RDWR)?.0
-        } else {
-            file.try_clone()?
-        };
-        match open_backing(&shared) {
+        // Upper files get a read-write backing so later writers can share it; the
+        // kernel keeps its own reference, so the fd serves only the registration.
+        let read_write = place == Place::Upper && !self.options.read_only && (flags & OFlags::RWMODE) != OFlags::RDWR;
+        let reopened = if read_write { Some(self.union.open_real(ino, OFlags::RDWR)?.0) } else { None };
+        match open_backing(reopened.as_ref().unwrap_or(file)) {
             Ok(id) => {
                 let id = Arc::new(id);
                 backings.insert(ino, (Arc::downgrade(&id), place));
@@ -192,6 +191,14 @@ impl StrataFs {
 
     fn guard_write(&self) -> Result<(), Errno> {
         if self.options.read_only { Err(Errno::EROFS) } else { Ok(()) }
+    }
+
+    /// Runs a change that answers nothing but success: refused on a read-only mount.
+    fn change(&self, reply: ReplyEmpty, change: impl FnOnce() -> io::Result<()>) {
+        match self.guard_write().and_then(|()| change().map_err(errno)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
     }
 
     fn do_create(&self, req: &Request, parent: INodeNo, name: &OsStr, what: NewEntry<'_>, reply: ReplyEntry) {
@@ -249,8 +256,9 @@ impl Filesystem for StrataFs {
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
         if let Some(open) = fh.and_then(|fh| self.file(fh).ok()) {
-            let unlinked = self.union.nodes().get(ino.0).map(|n| (n.links.is_empty() && ino.0 != ROOT, n.clone()));
-            if let Ok((true, node)) = unlinked {
+            // Only an unlinked file has no name to stat by: its open fd answers.
+            let unlinked = self.union.nodes().get(ino.0).ok().filter(|n| n.links.is_empty() && ino.0 != ROOT).cloned();
+            if let Some(node) = unlinked {
                 return match self.read_fd(&open).and_then(|f| Ok(rustix::fs::fstat(&*f)?)) {
                     Ok(st) => reply.attr(&Duration::ZERO, &attr(ino.0, &st, &node)),
                     Err(e) => reply.error(errno(e)),
@@ -324,23 +332,11 @@ impl Filesystem for StrataFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if let Err(e) = self.guard_write() {
-            return reply.error(e);
-        }
-        match self.union.remove(parent.0, name, false) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.change(reply, || self.union.remove(parent.0, name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if let Err(e) = self.guard_write() {
-            return reply.error(e);
-        }
-        match self.union.remove(parent.0, name, true) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.change(reply, || self.union.remove(parent.0, name, true));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
@@ -357,14 +353,8 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        if let Err(e) = self.guard_write() {
-            return reply.error(e);
-        }
         let flags = rustix::fs::RenameFlags::from_bits_retain(flags.bits());
-        match self.union.rename(parent.0, name, newparent.0, newname, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.change(reply, || self.union.rename(parent.0, name, newparent.0, newname, flags));
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
@@ -378,22 +368,15 @@ impl Filesystem for StrataFs {
             if let Err(e) = self.guard_write() {
                 return reply.error(e);
             }
-            let tree = self.union.write_tree();
-            let copied = if flags.contains(OFlags::TRUNC) {
-                self.union.ensure_upper_truncated(ino.0)
-            } else {
-                self.union.ensure_upper(ino.0)
-            };
-            if let Err(e) = copied {
+            if let Err(e) = self.union.copy_up_if_needed(ino.0, !flags.contains(OFlags::TRUNC)) {
                 return reply.error(errno(e));
             }
-            drop(tree);
         }
         let (file, place) = match self.union.open_real(ino.0, flags) {
             Ok(x) => x,
             Err(e) => return reply.error(errno(e)),
         };
-        match self.backing(ino.0, place, &file, |f| reply.open_backing(f)) {
+        match self.backing(ino.0, place, &file, flags, |f| reply.open_backing(f)) {
             Ok(Some(id)) => {
                 let fh = self.add_file(ino.0, file, place, writable, Some(id.clone()));
                 reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
@@ -596,14 +579,8 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        if let Err(e) = self.guard_write() {
-            return reply.error(e);
-        }
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
-        match self.union.setxattr(ino.0, name, value, flags) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.change(reply, || self.union.setxattr(ino.0, name, value, flags));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
@@ -621,13 +598,7 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        if let Err(e) = self.guard_write() {
-            return reply.error(e);
-        }
-        match self.union.removexattr(ino.0, name) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(errno(e)),
-        }
+        self.change(reply, || self.union.removexattr(ino.0, name));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
@@ -665,7 +636,7 @@ impl Filesystem for StrataFs {
         let a = attr(found.ino, &found.st, &found.node);
         let ttl = attr_ttl(&found.st);
         let writable = Self::writable_flags(oflags);
-        match self.backing(found.ino, Place::Upper, &file, |f| reply.open_backing(f)) {
+        match self.backing(found.ino, Place::Upper, &file, oflags, |f| reply.open_backing(f)) {
             Ok(Some(id)) => {
                 let fh = self.add_file(found.ino, file, Place::Upper, writable, Some(id.clone()));
                 reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);

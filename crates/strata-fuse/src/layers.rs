@@ -64,7 +64,7 @@ impl AsFd for LayerDir {
 }
 
 impl LayerDir {
-    fn has_aufs_whiteouts(&self) -> io::Result<bool> {
+    pub(crate) fn has_aufs_whiteouts(&self) -> io::Result<bool> {
         if let Some(&known) = self.aufs.get() {
             return Ok(known);
         }

@@ -2,17 +2,17 @@
 //! opaque dirs) so it stays valid for kernel overlayfs and for layer diffs. Each rule
 //! follows what `fs/overlayfs/dir.c` does with `redirect_dir=off`.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
 use strata_core::sys;
 
-use crate::layers::{self, LayerDir, Layers, Place};
+use crate::layers::{self, Layers, Place};
 use crate::nodes::Node;
 use crate::union::{Found, Union};
 
@@ -76,6 +76,7 @@ impl Union {
             Err(_) => false,
         };
         let aufs_whiteout = !chardev_whiteout
+            && updir.has_aufs_whiteouts()?
             && rustix::fs::statat(&updir, layers::aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW).is_ok();
         let is_dir = matches!(what, NewEntry::Dir { .. });
         // A new dir over a whiteout must hide what the whiteout hid.
@@ -411,10 +412,9 @@ impl Union {
 
     /// chmod, chown, truncate, utimens: copies up, then changes the upper copy.
     pub(crate) fn setattr(&self, ino: u64, change: &AttrChange, open: Option<&File>) -> io::Result<()> {
-        let _tree = self.write_tree();
-        self.ensure_upper(ino)?;
+        self.copy_up_if_needed(ino, true)?;
+        let _tree = self.read_tree();
         let (node, dir, name) = self.real(ino)?;
-        let name = if ino == crate::nodes::ROOT { OsString::from(".") } else { name };
         if let Some(size) = change.size {
             if node.kind == FileType::Directory {
                 return Err(Errno::ISDIR.into());
@@ -457,15 +457,10 @@ impl Union {
         if self.is_private_xattr(key) {
             return Err(Errno::NOTSUP.into());
         }
-        let _tree = self.write_tree();
-        self.ensure_upper(ino)?;
+        self.copy_up_if_needed(ino, true)?;
+        let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
-        let path = proc_path(&dir, &name, ino);
-        if ino == crate::nodes::ROOT {
-            Ok(rustix::fs::setxattr(path, key, value, flags)?)
-        } else {
-            Ok(rustix::fs::lsetxattr(path, key, value, flags)?)
-        }
+        sys::set_xattr_nofollow_with(dir.as_fd(), &name, key, value, flags)
     }
 
     pub(crate) fn removexattr(&self, ino: u64, key: &OsStr) -> io::Result<()> {
@@ -478,15 +473,10 @@ impl Union {
                 return Err(e);
             }
         }
-        let _tree = self.write_tree();
-        self.ensure_upper(ino)?;
+        self.copy_up_if_needed(ino, true)?;
+        let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
-        let path = proc_path(&dir, &name, ino);
-        if ino == crate::nodes::ROOT {
-            Ok(rustix::fs::removexattr(path, key)?)
-        } else {
-            Ok(rustix::fs::lremovexattr(path, key)?)
-        }
+        sys::remove_xattr_nofollow(dir.as_fd(), &name, key)
     }
 }
 
@@ -499,14 +489,4 @@ impl Drop for ForgetDirs<'_> {
     fn drop(&mut self) {
         self.0.forget_dirs();
     }
-}
-
-/// `/proc/self/fd/<dir>/<name>`: names a symlink or device without opening it.
-fn proc_path(dir: &LayerDir, name: &OsStr, ino: u64) -> PathBuf {
-    use std::os::fd::AsRawFd;
-    let mut path = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
-    if ino != crate::nodes::ROOT {
-        path.push(name);
-    }
-    path
 }

@@ -357,14 +357,12 @@ impl Union {
         let key = key.to_str().ok_or(Errno::NODATA)?;
         let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
-        let name = if ino == ROOT { OsString::new() } else { name };
         sys::get_xattr(dir.as_fd(), &name, key)?.ok_or_else(|| Errno::NODATA.into())
     }
 
     pub(crate) fn listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
         let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
-        let name = if ino == ROOT { OsString::new() } else { name };
         let mut out = Vec::new();
         for key in sys::list_xattrs(dir.as_fd(), &name)? {
             if !self.is_private_xattr(OsStr::new(&key)) {

@@ -15,6 +15,7 @@ use strata_core::store::{MountSpec, Store};
 use strata_overlay::{KernelMounter, MountPlan, Mounter, OverlayOptions};
 
 use super::runner::{RunHooks, Skipped, Tool};
+use crate::cmd::mount_fuse::{fuse_options, mount_fuse};
 
 /// Which union mount serves the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,7 +64,7 @@ impl RunHooks for MountHooks {
             }
             Driver::FuseOverlayfs => fuse_overlayfs(&spec, &mnt(scratch))?,
             Driver::StrataFuse | Driver::StrataFuseNoPassthrough => {
-                strata_fuse(&spec, &mnt(scratch), self.driver == Driver::StrataFuse)?;
+                mount_fuse(&spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
             }
         }
         Ok(())
@@ -77,31 +78,14 @@ impl RunHooks for MountHooks {
     }
 }
 
-fn strata_fuse(spec: &MountSpec, target: &Path, passthrough: bool) -> anyhow::Result<()> {
-    let mut opts = crate::cmd::mount_fuse::fuse_options(spec, true);
-    if !passthrough {
-        opts.push_str(",passthrough=off");
-    }
-    let out = Command::new(std::env::current_exe()?)
-        .arg(crate::FUSE_SERVE)
-        .arg("-o")
-        .arg(opts)
-        .arg(target)
-        .stdout(Stdio::null())
-        .output()
-        .context("starting strata-fuse")?;
-    if !out.status.success() {
-        bail!("strata-fuse: {}", String::from_utf8_lossy(&out.stderr).trim());
-    }
-    Ok(())
-}
-
+/// strata-fuse takes fuse-overlayfs's options, so one builder serves both.
 fn fuse_overlayfs(spec: &MountSpec, target: &Path) -> anyhow::Result<()> {
-    let (Some(upper), Some(work)) = (&spec.upper, &spec.work) else { bail!("fuse-overlayfs needs a writable layer") };
-    let lowers = spec.lowers.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(":");
+    if spec.upper.is_none() {
+        bail!("fuse-overlayfs needs a writable layer");
+    }
     let out = Command::new("fuse-overlayfs")
         .arg("-o")
-        .arg(format!("lowerdir={lowers},upperdir={},workdir={}", upper.display(), work.display()))
+        .arg(fuse_options(spec, false))
         .arg(target)
         .stdout(Stdio::null())
         .output()

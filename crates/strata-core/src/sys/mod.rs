@@ -26,7 +26,10 @@ pub use rustix::fs::Stat;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
 
-pub use xattr::{get_xattr, list_xattrs, list_xattrs_fd, remove_xattr_fd, set_xattr_fd, set_xattr_nofollow};
+pub use xattr::{
+    get_xattr, list_xattrs, list_xattrs_fd, remove_xattr_fd, remove_xattr_nofollow, set_xattr_fd, set_xattr_nofollow,
+    set_xattr_nofollow_with,
+};
 
 use crate::tar::Timestamp;
 

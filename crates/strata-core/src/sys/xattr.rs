@@ -37,7 +37,30 @@ pub fn set_xattr_fd(fd: BorrowedFd<'_>, key: &str, value: &[u8]) -> io::Result<(
 /// # Errors
 /// What the kernel says (`EPERM` for `user.*` on a symlink, ...).
 pub fn set_xattr_nofollow(dir: BorrowedFd<'_>, name: &OsStr, key: &str, value: &[u8]) -> io::Result<()> {
-    rustix::fs::lsetxattr(via_proc(dir, name), key, value, XattrFlags::empty()).map_err(io::Error::from)
+    set_xattr_nofollow_with(dir, name, key, value, XattrFlags::empty())
+}
+
+/// As [`set_xattr_nofollow`], with `XATTR_CREATE` / `XATTR_REPLACE` flags (`name` may
+/// be `.` for `dir` itself).
+///
+/// # Errors
+/// What the kernel says (`EEXIST`, `ENODATA` for the flags, ...).
+pub fn set_xattr_nofollow_with(
+    dir: BorrowedFd<'_>,
+    name: &OsStr,
+    key: impl rustix::path::Arg,
+    value: &[u8],
+    flags: XattrFlags,
+) -> io::Result<()> {
+    rustix::fs::lsetxattr(via_proc(dir, name), key, value, flags).map_err(io::Error::from)
+}
+
+/// `lremovexattr` on `name` in `dir` (`.` for `dir` itself), never following `name`.
+///
+/// # Errors
+/// `ENODATA` when the key is absent, or what the kernel says.
+pub fn remove_xattr_nofollow(dir: BorrowedFd<'_>, name: &OsStr, key: impl rustix::path::Arg) -> io::Result<()> {
+    rustix::fs::lremovexattr(via_proc(dir, name), key).map_err(io::Error::from)
 }
 
 /// The xattr names of `name` in `dir` (never following `name`; empty name: `dir` itself,

@@ -36,6 +36,20 @@ fn plain_gzip_and_zstd_are_sniffed_and_hashed() {
 }
 
 #[test]
+fn bytes_after_the_end_marker_are_ignored_but_hashed() {
+    let tar = [sample(), b"appended by some writer".to_vec(), vec![0u8; 1000]].concat();
+    for (bytes, padded) in [(tar.clone(), tar.clone()), (gzip(&tar), [gzip(&tar), vec![0u8; 512]].concat())] {
+        for input in [bytes, padded] {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let r = apply_flat(&input, dir.path()).expect("apply");
+            assert_eq!(r.diff_id, Digest::of(&tar), "the diff_id covers the bytes after the marker");
+            assert_eq!(r.digest, Digest::of(&input), "the digest covers gzip's zero padding");
+            assert_eq!(std::fs::read(dir.path().join("etc/small")).expect("read"), b"small");
+        }
+    }
+}
+
+#[test]
 fn multi_member_gzip_and_multi_frame_zstd() {
     let tar = sample();
     let (a, b) = tar.split_at(77_777);

@@ -99,9 +99,9 @@ fn cases(victim: &str) -> Vec<Case> {
             Expect::Err("path contains '..'"),
         ),
         flat(
-            "absolute path at the victim",
+            "absolute path at the victim lands inside the root",
             layer(&[(Entry::file(&format!("{victim}/pwn"), 0o644), b"x")]),
-            Expect::Err("absolute path"),
+            Expect::Ok(|t| assert!(t.paths().iter().any(|p| p.ends_with("victim/pwn")), "{:?}", t.paths())),
         ),
         flat(
             "NUL in a PAX path",
@@ -229,7 +229,29 @@ fn cases(victim: &str) -> Vec<Case> {
         flat(
             "hardlink to an absolute path",
             layer(&[e(Entry::hardlink("stolen", victim_file))]),
-            Expect::Err("hardlink target: absolute path"),
+            Expect::Err("not found in this layer or below it"),
+        ),
+        flat(
+            "absolute hardlink target inside the layer (kaniko)",
+            layer(&[
+                (Entry::file("usr/bin/perlbug", 0o755), b"perl"),
+                e(Entry::hardlink("usr/bin/perlthanks", "/usr/bin/perlbug")),
+            ]),
+            Expect::Ok(|t| assert_eq!(t.get("usr/bin/perlthanks").links, vec!["usr/bin/perlbug".to_string()])),
+        ),
+        flat(
+            "hardlink target through a symlink resolves in the root",
+            layer(&[
+                e(Entry::symlink("d1", "../../etc")),
+                (Entry::file("etc/passwd", 0o644), b"root:x:0:0"),
+                e(Entry::hardlink("mypasswd", "d1/passwd")),
+            ]),
+            Expect::Ok(|t| assert_eq!(t.get("mypasswd").links, vec!["etc/passwd".to_string()])),
+        ),
+        flat(
+            "hardlink target through a symlink at the victim",
+            layer(&[e(Entry::symlink("evil", victim)), e(Entry::hardlink("stolen", "evil/secret"))]),
+            Expect::Err("not found in this layer or below it"),
         ),
         flat(
             "hardlink to a directory",
@@ -372,7 +394,7 @@ fn cases(victim: &str) -> Vec<Case> {
                 b.extend(layer(&[e(Entry::file("f", 0o644))]));
                 b
             },
-            Expect::Err("global PAX header sets \"path\""),
+            Expect::Ok(|t| assert!(t.has("f") && !t.has("x"), "{:?}", t.paths())),
         ),
         flat(
             "data on a symlink entry",
@@ -414,9 +436,58 @@ fn cases(victim: &str) -> Vec<Case> {
         flat("truncated zstd", truncated_zst, Expect::Err("reading the layer stream (zstd)")),
         flat("corrupt zstd", corrupt_zst, Expect::Err("reading the layer stream (zstd)")),
         flat(
-            "trailing garbage after the tar end marker",
+            "trailing garbage after the tar end marker is ignored",
             [tar.clone(), b"GARBAGE".to_vec()].concat(),
-            Expect::Err("non-zero data after the end-of-archive marker"),
+            Expect::Ok(|t| assert_eq!(t.paths(), vec!["", "f"])),
+        ),
+        flat(
+            "gzip followed by zero padding",
+            [gzip(&tar), vec![0u8; 4096]].concat(),
+            Expect::Ok(|t| assert_eq!(t.paths(), vec!["", "f"])),
+        ),
+        flat(
+            "gzip, two members, then zero padding",
+            [gzip(&tar[..512]), gzip(&tar[512..]), vec![0u8; 100]].concat(),
+            Expect::Ok(|t| assert_eq!(t.paths(), vec!["", "f"])),
+        ),
+        flat(
+            "zstd beginning with a skippable frame",
+            [vec![0x50, 0x2a, 0x4d, 0x18, 3, 0, 0, 0, b'a', b'b', b'c'], zstd(&tar)].concat(),
+            Expect::Ok(|t| assert_eq!(t.paths(), vec!["", "f"])),
+        ),
+        flat(
+            "NUL in a PAX key",
+            with_pax(&[("path\0x", b"../victim/pwn")], Entry::file("f", 0o644), b"x"),
+            Expect::Err("contains a NUL byte"),
+        ),
+        flat(
+            "base-256 size of 2^64-1",
+            raw_entry(HeaderFields { typeflag: b'0', name: b"f", ..Default::default() }, b"", |b| {
+                b[124..136].copy_from_slice(&[0x80, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff]);
+            }),
+            Expect::Err("exceeds the largest tar size"),
+        ),
+        after(
+            "whiteouts with stale link names (docker, podman, buildah)",
+            layer(&[
+                (Entry::file("t/gone", 0o644), b"1"),
+                (Entry::file("t/gone2", 0o644), b"2"),
+                (Entry::file("t/kept", 0o644), b"3"),
+            ]),
+            {
+                // Docker's and containers/storage's writers keep the link name of overlayfs's
+                // shared whiteout inode on the 2nd and later whiteouts of a layer.
+                let mut b =
+                    raw_entry(HeaderFields { typeflag: b'0', name: b"t/.wh.gone", ..Default::default() }, b"", |_| {});
+                b.truncate(b.len() - 1024);
+                b.extend(raw_entry(
+                    HeaderFields { typeflag: b'0', name: b"t/.wh.gone2", link: b"t/.wh.gone", ..Default::default() },
+                    b"",
+                    |_| {},
+                ));
+                b
+            },
+            Expect::Ok(|t| assert_eq!(t.paths(), vec!["", "t", "t/kept"])),
         ),
         flat(
             "trailing garbage after a gzip stream",
@@ -429,9 +500,9 @@ fn cases(victim: &str) -> Vec<Case> {
             Expect::Err("reading the layer stream (zstd)"),
         ),
         flat(
-            "hidden tar after a gzip member's end marker",
+            "hidden tar after a gzip member's end marker is never extracted",
             gzip(&[tar.clone(), layer(&[(Entry::file("../victim/pwn", 0o644), b"x")])].concat()),
-            Expect::Err("non-zero data after the end-of-archive marker"),
+            Expect::Ok(|t| assert_eq!(t.paths(), vec!["", "f"])),
         ),
         flat(
             "entry below a file of the same layer",

@@ -23,15 +23,15 @@ impl LayerPath {
         LayerPath(Vec::new())
     }
 
-    /// Normalises a raw tar name: leading `./` and `.` / empty components are dropped;
-    /// `..` and absolute names are refused.
+    /// Normalises a raw tar name or hardlink target: leading `/` and `./`, and `.` / empty
+    /// components are dropped, so an absolute name means the same path inside the root
+    /// (what Docker, containerd and umoci do; kaniko writes absolute hardlink targets).
+    /// `..` is refused anywhere: resolved lexically it could disagree with the tree,
+    /// where a component may be a symlink.
     ///
     /// # Errors
     /// Returns the reason when the name is refused.
     pub fn parse(raw: &[u8]) -> Result<LayerPath, String> {
-        if raw.first() == Some(&b'/') {
-            return Err("absolute path".into());
-        }
         let mut out = Vec::with_capacity(raw.len());
         for part in raw.split(|&b| b == b'/') {
             match part {
@@ -182,8 +182,10 @@ mod tests {
             ("../a", Err(())),
             ("a/../../b", Err(())),
             ("a/..", Err(())),
-            ("/etc/passwd", Err(())),
-            ("//x", Err(())),
+            ("/etc/passwd", Ok("etc/passwd")),
+            ("//x", Ok("x")),
+            ("/", Ok("")),
+            ("/../etc", Err(())),
             ("a/...", Ok("a/...")),
         ];
         for (raw, want) in cases {

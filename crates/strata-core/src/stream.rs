@@ -34,11 +34,14 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// Recognises gzip (`1f 8b`) and zstd (`28 b5 2f fd`) magic; anything else is plain.
+    /// Recognises gzip (`1f 8b`) and zstd magic: a frame (`28 b5 2f fd`) or a skippable
+    /// frame (`5? 2a 4d 18`, RFC 8878 §3.1.2, which the zstd decoder skips); anything
+    /// else is plain.
     pub fn sniff(head: &[u8]) -> Compression {
+        let skippable = head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18];
         if head.starts_with(&[0x1f, 0x8b]) {
             Compression::Gzip
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) || skippable {
             Compression::Zstd
         } else {
             Compression::None
@@ -143,15 +146,13 @@ impl<R: Read> DecodeJob<R> {
     /// reader so it fails at the right place.
     pub fn run(self) -> io::Result<InputSummary> {
         let DecodeJob { raw, head, head_len, compression, tx, spent } = self;
-        let source = BufReader::with_capacity(CHUNK, io::Cursor::new(head).take(head_len as u64).chain(raw));
+        let mut source = BufReader::with_capacity(CHUNK, io::Cursor::new(head).take(head_len as u64).chain(raw));
         let result = match compression {
-            Compression::None => pump(source, &tx, &spent),
-            Compression::Gzip => {
-                pump(flate2::bufread::MultiGzDecoder::new(source), &tx, &spent).map(|d| d.into_inner())
-            }
-            Compression::Zstd => {
-                zstd::stream::read::Decoder::with_buffer(source).and_then(|d| pump(d, &tx, &spent)).map(|d| d.finish())
-            }
+            Compression::None => pump(&mut source, &tx, &spent).map(|()| source),
+            Compression::Gzip => pump_gzip_members(&mut source, &tx, &spent).map(|()| source),
+            Compression::Zstd => zstd::stream::read::Decoder::with_buffer(source)
+                .and_then(|mut d| pump(&mut d, &tx, &spent).map(|()| d))
+                .map(|d| d.finish()),
         };
         let summary = result.and_then(|source| {
             let raw = drain_trailing(source)?;
@@ -165,16 +166,44 @@ impl<R: Read> DecodeJob<R> {
     }
 }
 
-/// Reads what a decoder left unread after its end. Decoders for gzip and zstd read to
-/// EOF themselves; this guarantees the blob digest covers every input byte.
+/// Decodes gzip members one after another (RFC 1952 §2.2: a file is a series of
+/// members) and stops at EOF or at zero padding, which GNU gzip also accepts ("trailing
+/// zero bytes ignored"): tape-style writers pad a stream to a record size. Anything else
+/// after a member is left for [`drain_trailing`] to refuse.
+fn pump_gzip_members<B: BufRead>(
+    source: &mut B,
+    tx: &SyncSender<io::Result<Vec<u8>>>,
+    spent: &Receiver<Vec<u8>>,
+) -> io::Result<()> {
+    loop {
+        pump(&mut flate2::bufread::GzDecoder::new(&mut *source), tx, spent)?;
+        let next = source.fill_buf()?;
+        if !next.starts_with(&[0x1f, 0x8b]) {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads what a decoder left unread after its end, so the blob digest covers every
+/// input byte. Zero padding is accepted (see [`pump_gzip_members`]); any other byte is
+/// data some other reader might decode, so it is refused.
 fn drain_trailing<R: Read>(source: Source<R>) -> io::Result<Hashing<R>> {
     let mut source = source;
-    let extra = io::copy(&mut source, &mut io::sink())?;
-    if extra != 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("{extra} bytes of trailing data after the compressed stream"),
-        ));
+    let mut extra = 0u64;
+    loop {
+        let chunk = source.fill_buf()?;
+        if chunk.is_empty() {
+            break;
+        }
+        if chunk.iter().any(|&b| b != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("non-zero trailing data after the compressed stream (at {extra} bytes past its end)"),
+            ));
+        }
+        let n = chunk.len();
+        source.consume(n);
+        extra += n as u64;
     }
     Ok(source.into_inner().into_inner().1)
 }
@@ -182,7 +211,7 @@ fn drain_trailing<R: Read>(source: Source<R>) -> io::Result<Hashing<R>> {
 /// The raw input: the sniffed head bytes, then the rest, all hashed.
 type Source<R> = BufReader<io::Chain<io::Take<io::Cursor<[u8; 4]>>, Hashing<R>>>;
 
-fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>, spent: &Receiver<Vec<u8>>) -> io::Result<D> {
+fn pump<D: Read>(decoder: &mut D, tx: &SyncSender<io::Result<Vec<u8>>>, spent: &Receiver<Vec<u8>>) -> io::Result<()> {
     loop {
         let mut chunk = spent.try_recv().unwrap_or_default();
         // A recycled chunk is zeroed only past its old length (usually nothing).
@@ -197,7 +226,7 @@ fn pump<D: Read>(mut decoder: D, tx: &SyncSender<io::Result<Vec<u8>>>, spent: &R
             }
         }
         if filled == 0 {
-            return Ok(decoder);
+            return Ok(());
         }
         chunk.truncate(filled);
         if tx.send(Ok(chunk)).is_err() {

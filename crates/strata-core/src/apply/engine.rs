@@ -326,17 +326,18 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    /// Metadata for objects that are never opened (symlinks, devices, fifos).
-    fn set_path_metadata(&mut self, dir: BorrowedFd<'_>, name: &OsStr, entry: &Entry, chmod: bool) -> Result<()> {
+    /// Metadata for objects that are never opened (symlinks, devices, fifos), through
+    /// the fd that pinned the node right after it was made (see `sys::pin_node`).
+    fn set_pinned_metadata(&mut self, node: &sys::PinnedNode, entry: &Entry) -> Result<()> {
         if let Some((uid, gid)) = self.owner(entry)? {
-            sys::chown_nofollow(dir, name, uid, gid).map_err(|e| self.io("fchownat", e))?;
+            node.chown(uid, gid).map_err(|e| self.io("fchownat", e))?;
         }
         for (key, value) in &entry.xattrs {
             if !meta::xattr_allowed(key) {
                 self.report.xattrs_filtered += 1;
                 continue;
             }
-            match sys::set_xattr_nofollow(dir, name, key, value) {
+            match node.set_xattr(key, value) {
                 Ok(()) => {}
                 // Linux refuses user.* xattrs on symlinks and special files.
                 Err(e) if sys::is_errno(&e, Code::PERM) && key.starts_with("user.") => self
@@ -344,14 +345,15 @@ impl<'a> Engine<'a> {
                     .warnings
                     .push(format!("{}: kernel refuses {key} on a {:?}; skipped", self.entry_path, entry.kind)),
                 Err(e) if sys::is_errno(&e, Code::PERM) && !self.opts.same_owner => self.skip_privileged_xattr(key),
-                Err(e) => return Err(self.io("lsetxattr", e)),
+                Err(e) => return Err(self.io("setxattr", e)),
             }
         }
-        if chmod {
-            sys::chmod_special(dir, name, entry.mode).map_err(|e| self.io("fchmodat", e))?;
-        }
-        sys::set_times_nofollow(dir, name, entry.atime.unwrap_or(entry.mtime), entry.mtime)
-            .map_err(|e| self.io("utimensat", e))
+        node.chmod(entry.mode).map_err(|e| self.io("chmod", e))?;
+        node.set_times(entry.atime.unwrap_or(entry.mtime), entry.mtime).map_err(|e| self.io("utimensat", e))
+    }
+
+    fn pin(&self, dir: BorrowedFd<'_>, name: &OsStr, kind: sys::Kind) -> Result<sys::PinnedNode> {
+        sys::pin_node(dir, name, kind).map_err(|e| self.io("open new node", e))
     }
 
     fn make_symlink(&mut self, dir: BorrowedFd<'_>, name: &OsStr, p: &LayerPath, entry: &Entry) -> Result<()> {
@@ -363,7 +365,8 @@ impl<'a> Engine<'a> {
             self.clash(dir, name, p, false)?;
             sys::symlink(target, dir, name).map_err(|e| self.io("symlinkat", e))?;
         }
-        self.set_path_metadata(dir, name, entry, false)?;
+        let node = self.pin(dir, name, sys::Kind::Symlink)?;
+        self.set_pinned_metadata(&node, entry)?;
         self.report.symlinks += 1;
         Ok(())
     }
@@ -401,7 +404,8 @@ impl<'a> Engine<'a> {
             }
             Err(e) => return Err(self.io("mknodat", e)),
         }
-        self.set_path_metadata(dir, name, entry, true)?;
+        let node = self.pin(dir, name, kind.file_type())?;
+        self.set_pinned_metadata(&node, entry)?;
         if kind == NodeKind::Fifo {
             self.report.fifos += 1;
         } else {
@@ -423,7 +427,11 @@ impl<'a> Engine<'a> {
             return Err(self.fail("hardlink to the layer root"));
         };
         let tname = tname.to_owned();
-        let mut tdir = self.existing_dir(&tparent)?;
+        let mut tdir = match sys::open_dir_in_root(self.root, tparent.as_os_str()) {
+            Ok(fd) => Some(fd),
+            Err(e) if [Code::NOENT, Code::NOTDIR, Code::LOOP].iter().any(|&c| sys::is_errno(&e, c)) => None,
+            Err(e) => return Err(self.io("open hardlink target directory", e)),
+        };
         let mut found = match &tdir {
             Some(d) => sys::lstat(d.as_fd(), &tname).map_err(|e| self.io("fstatat (hardlink target)", e))?,
             None => None,
@@ -502,12 +510,12 @@ impl<'a> Engine<'a> {
                 let target =
                     sys::read_link(found.dir.as_fd(), &found.name).map_err(|e| self.io("readlink lower", e))?;
                 sys::symlink(&target, dir, name).map_err(|e| self.io("symlinkat (copy-up)", e))?;
+                let node = self.pin(dir, name, sys::Kind::Symlink)?;
                 if self.opts.same_owner {
-                    sys::chown_nofollow(dir, name, st.st_uid, st.st_gid)
-                        .map_err(|e| self.io("fchownat (copy-up)", e))?;
+                    node.chown(st.st_uid, st.st_gid).map_err(|e| self.io("fchownat (copy-up)", e))?;
                 }
                 let (atime, mtime) = sys::stat_times(st);
-                sys::set_times_nofollow(dir, name, atime, mtime).map_err(|e| self.io("utimensat (copy-up)", e))?;
+                node.set_times(atime, mtime).map_err(|e| self.io("utimensat (copy-up)", e))?;
             }
             _ => return Err(self.fail("hardlink target in a lower layer is neither a file nor a symlink")),
         }
@@ -612,11 +620,12 @@ impl<'a> Engine<'a> {
                     Err(e) if sys::is_errno(&e, Code::EXIST) && self.whiteouts.contains(p) => return Ok(()),
                     Err(e) => return Err(self.io("mknodat (whiteout)", e)),
                 }
+                let node = self.pin(dir, name, sys::Kind::CharacterDevice)?;
                 if let Some((uid, gid)) = owner {
-                    sys::chown_nofollow(dir, name, uid, gid).map_err(|e| self.io("fchownat (whiteout)", e))?;
+                    node.chown(uid, gid).map_err(|e| self.io("fchownat (whiteout)", e))?;
                 }
                 // The header's times, so the same layer always gives the same tree.
-                sys::set_times_nofollow(dir, name, entry.atime.unwrap_or(entry.mtime), entry.mtime)
+                node.set_times(entry.atime.unwrap_or(entry.mtime), entry.mtime)
                     .map_err(|e| self.io("utimensat (whiteout)", e))?;
                 self.whiteouts.insert(p.clone());
             }

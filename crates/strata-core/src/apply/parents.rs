@@ -182,18 +182,17 @@ impl Engine<'_> {
                 // Removed or replaced by a later entry: nothing to restore.
                 Err(_) => continue,
             };
-            match sys::lstat(dir.as_fd(), &name) {
-                Ok(Some(st)) if sys::is_dir(&st) => {}
-                _ => continue,
-            }
+            // O_DIRECTORY | O_NOFOLLOW: whatever now stands at the name, only a directory
+            // gets the mode and times, through its fd.
+            let Ok(fd) = sys::open_child_dir_readable(dir.as_fd(), &name) else {
+                continue;
+            };
             let fail = |op, source| crate::error::Error::Io { op, path: self.target.join(path.as_os_str()), source };
             if let Some(mode) = mode {
-                let fd = sys::open_child_dir_readable(dir.as_fd(), &name).map_err(|e| fail("open directory", e))?;
                 sys::chmod_fd(fd.as_fd(), mode).map_err(|e| fail("set directory mode", e))?;
             }
             if let Some((atime, mtime)) = times {
-                sys::set_times_nofollow(dir.as_fd(), &name, atime, mtime)
-                    .map_err(|e| fail("set directory times", e))?;
+                sys::set_times_fd(fd.as_fd(), atime, mtime).map_err(|e| fail("set directory times", e))?;
             }
         }
         Ok(())

@@ -13,6 +13,7 @@
 //!
 //! [openat2(2)]: https://man7.org/linux/man-pages/man2/openat2.2.html
 
+mod pinned;
 mod xattr;
 
 use std::ffi::{OsStr, OsString};
@@ -26,6 +27,7 @@ pub use rustix::fs::Stat;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
 
+pub use pinned::{PinnedNode, pin_node};
 pub use xattr::{
     get_xattr, list_xattrs, list_xattrs_fd, remove_xattr_fd, remove_xattr_nofollow, set_xattr_fd, set_xattr_nofollow,
     set_xattr_nofollow_with,
@@ -75,6 +77,28 @@ pub fn open_dir_beneath(root: BorrowedFd<'_>, rel: &OsStr) -> io::Result<OwnedFd
         dir = rustix::fs::openat(&dir, OsStr::from_bytes(part), flags, Mode::empty()).map_err(errno)?;
     }
     Ok(dir)
+}
+
+/// Opens directory `rel` inside `root`, resolving like a chroot: symlinks are followed
+/// but can never leave `root` (`RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS`, `O_PATH`). Used
+/// for hardlink targets, which Docker and containerd resolve in the root the same way
+/// (`d1 -> ../../etc`, then a link to `d1/passwd` means the layer's `etc/passwd`).
+/// Without openat2, symlinks are refused instead.
+///
+/// # Errors
+/// `ENOENT`, `ENOTDIR`, `ELOOP`, or what the kernel says.
+pub fn open_dir_in_root(root: BorrowedFd<'_>, rel: &OsStr) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let rel_or_dot = if rel.is_empty() { OsStr::new(".") } else { rel };
+    if HAVE_OPENAT2.load(Ordering::Relaxed) {
+        let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(root, rel_or_dot, flags, Mode::empty(), resolve) {
+            Err(Errno::NOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
+            Err(Errno::AGAIN) => {}
+            other => return other.map_err(errno),
+        }
+    }
+    open_dir_beneath(root, rel)
 }
 
 /// Opens regular file `rel` for reading inside `root`, resolving like a chroot: symlinks
@@ -159,16 +183,23 @@ pub enum NodeKind {
     Fifo,
 }
 
+impl NodeKind {
+    /// The `S_IFMT` type this kind creates.
+    pub fn file_type(self) -> FileType {
+        match self {
+            NodeKind::Char => FileType::CharacterDevice,
+            NodeKind::Block => FileType::BlockDevice,
+            NodeKind::Fifo => FileType::Fifo,
+        }
+    }
+}
+
 /// `mknodat(dir, name, kind | mode, makedev(major, minor))`.
 ///
 /// # Errors
 /// `EEXIST`, `EPERM` without `CAP_MKNOD`, or what the kernel says.
 pub fn mknod(dir: BorrowedFd<'_>, name: &OsStr, kind: NodeKind, mode: u32, major: u32, minor: u32) -> io::Result<()> {
-    let file_type = match kind {
-        NodeKind::Char => FileType::CharacterDevice,
-        NodeKind::Block => FileType::BlockDevice,
-        NodeKind::Fifo => FileType::Fifo,
-    };
+    let file_type = kind.file_type();
     let dev = rustix::fs::makedev(major, minor);
     rustix::fs::mknodat(dir, name, file_type, Mode::from_raw_mode(mode), dev).map_err(errno)
 }
@@ -289,16 +320,6 @@ pub fn chown_fd(fd: BorrowedFd<'_>, uid: u32, gid: u32) -> io::Result<()> {
 /// What the kernel says.
 pub fn chmod_fd(fd: BorrowedFd<'_>, mode: u32) -> io::Result<()> {
     rustix::fs::fchmod(fd, Mode::from_raw_mode(mode)).map_err(errno)
-}
-
-/// `fchmodat(dir, name, mode, 0)` for a device or fifo this engine just made (these are
-/// never opened: opening a fifo blocks and opening a device has side effects). The final
-/// component is never a symlink here, since nothing else writes the tree meanwhile.
-///
-/// # Errors
-/// What the kernel says.
-pub fn chmod_special(dir: BorrowedFd<'_>, name: &OsStr, mode: u32) -> io::Result<()> {
-    rustix::fs::chmodat(dir, name, Mode::from_raw_mode(mode), AtFlags::empty()).map_err(errno)
 }
 
 fn timespec(t: Timestamp) -> rustix::fs::Timespec {

@@ -40,6 +40,10 @@ pub fn parse_records(data: &[u8]) -> Result<Vec<Record>, String> {
         if key.is_empty() {
             return Err("PAX record with an empty key".into());
         }
+        // POSIX keywords are NUL-free; readers that stop at the NUL would see another key.
+        if key.contains('\0') {
+            return Err(format!("PAX record key {key:?} contains a NUL byte"));
+        }
         if records.iter().any(|r: &Record| r.key == key) {
             return Err(format!("PAX key {key:?} appears twice in one header"));
         }

@@ -11,8 +11,17 @@
 //! Refused: a PAX `path` and a GNU long name that disagree (same for `linkpath` and the
 //! GNU long link), a PAX `size` that disagrees with the header, PAX or long-name headers
 //! over 1 MiB, two metadata headers of one kind for one entry, data on header-only
-//! types, PAX sparse files, global PAX headers that set entry fields, unknown types,
-//! bad checksums, and any non-zero byte after the end-of-archive marker.
+//! types, PAX sparse files, unknown types, bad checksums, sizes past `i64::MAX` and
+//! mtimes that do not fit `i64` (GNU tar and Go's archive/tar refuse them too).
+//!
+//! Accepted as real writers emit them, and as GNU tar, Go's archive/tar (Docker,
+//! containerd) and umoci read them:
+//! - a link name on a non-link entry is ignored: Docker's and containers/storage's tar
+//!   writers leave the link name of overlayfs's shared whiteout inode on the 2nd and later
+//!   `.wh.` entries of a layer (a type `0` entry with a link name);
+//! - global PAX headers (`g`) are parsed and bounded, never applied to entries;
+//! - bytes after the end-of-archive marker are read (so the diff_id covers them) and
+//!   ignored, as Go's archive/tar stops at the marker.
 
 use std::io::{self, BufRead};
 
@@ -26,6 +35,10 @@ pub const MAX_META_HEADER: u64 = 1024 * 1024;
 
 /// Largest value an ustar octal size field can hold (11 octal digits).
 const MAX_OCTAL_SIZE: u64 = 0o777_7777_7777;
+
+/// Largest entry size accepted: tar sizes are signed 64-bit in GNU tar and Go, and
+/// staying below it keeps every offset sum (data + padding + position) from wrapping.
+const MAX_ENTRY_SIZE: u64 = i64::MAX as u64;
 
 /// Streams entries out of a tar, failing closed on anything ambiguous.
 #[derive(Debug)]
@@ -195,16 +208,11 @@ impl<R: BufRead> Reader<R> {
                     pending.pax = Some(pax::parse_records(&data).map_err(|r| self.tar_err(at, r))?);
                 }
                 b'g' => {
+                    // Checked for well-formedness, then ignored: Go's archive/tar (Docker,
+                    // containerd) returns global headers as entries that extraction skips,
+                    // so applying their fields would make strata see a different tree.
                     let data = self.read_meta(at, "global PAX", size)?;
-                    let records = pax::parse_records(&data).map_err(|r| self.tar_err(at, r))?;
-                    if let Some(r) =
-                        records.iter().find(|r| !matches!(r.key.as_str(), "comment" | "charset" | "hdrcharset"))
-                    {
-                        return Err(self.tar_err(
-                            at,
-                            format!("global PAX header sets {:?}; global entry fields are not supported", r.key),
-                        ));
-                    }
+                    pax::parse_records(&data).map_err(|r| self.tar_err(at, r))?;
                 }
                 b'L' | b'K' => {
                     let (slot, what) = if header.typeflag() == b'L' {
@@ -251,7 +259,8 @@ impl<R: BufRead> Reader<R> {
         let mut link = header.linkname();
         let mut uid = num(Field::Uid)?;
         let mut gid = num(Field::Gid)?;
-        let mut mtime = Timestamp { secs: num(Field::Mtime)? as i64, nanos: 0 };
+        let header_mtime = i64::try_from(num(Field::Mtime)?).map_err(|_| err("mtime field overflows i64".into()))?;
+        let mut mtime = Timestamp { secs: header_mtime, nanos: 0 };
         let mut atime = None;
         let mut size = header_size;
         let mut xattrs = Vec::new();
@@ -338,15 +347,19 @@ impl<R: BufRead> Reader<R> {
                 return Err(err(format!("unsupported entry type {:?}", char::from(other))));
             }
         };
+        if size > MAX_ENTRY_SIZE {
+            return Err(err(format!("entry size {size} exceeds the largest tar size ({MAX_ENTRY_SIZE})")));
+        }
         if !matches!(kind, EntryKind::File) && size != 0 {
             return Err(err(format!("{kind:?} entry carries {size} bytes of data; only regular files may")));
         }
-        if matches!(kind, EntryKind::Symlink | EntryKind::Hardlink) == link.is_empty() {
-            return Err(err(if link.is_empty() {
-                "link entry with an empty target".into()
-            } else {
-                format!("{kind:?} entry has a link name")
-            }));
+        let is_link = matches!(kind, EntryKind::Symlink | EntryKind::Hardlink);
+        if is_link && link.is_empty() {
+            return Err(err("link entry with an empty target".into()));
+        }
+        if !is_link {
+            // See the module docs: real writers leave stale link names on whiteouts.
+            link.clear();
         }
         let device = if matches!(kind, EntryKind::CharDevice | EntryKind::BlockDevice) {
             (num(Field::DevMajor)?, num(Field::DevMinor)?)
@@ -418,7 +431,7 @@ impl<R: BufRead> Reader<R> {
             let region_end = offset.checked_add(len).filter(|&e| offset >= end && e <= real_size);
             end = region_end
                 .ok_or_else(|| err("GNU sparse regions overlap, are unordered, or pass the file size".into()))?;
-            total += len;
+            total = total.checked_add(len).ok_or_else(|| err("GNU sparse regions overflow 64 bits".into()))?;
         }
         if total != stored {
             return Err(err(format!("GNU sparse regions hold {total} bytes but the entry stores {stored}")));
@@ -426,18 +439,16 @@ impl<R: BufRead> Reader<R> {
         Ok(SparseMap { real_size, regions })
     }
 
-    /// After the first zero block: everything up to EOF must be zero (the second marker
-    /// block and record padding). Anything else is data some other reader would see.
+    /// After the first zero block: reads to EOF so the diff_id covers every byte, and
+    /// ignores what it reads (the second marker block, record padding, or anything a
+    /// writer appended: Go's archive/tar, which Docker and containerd use, stops at the
+    /// marker too, so no reader we must agree with extracts it).
     fn finish_after_end(&mut self) -> Result<(), Error> {
         self.done = true;
         loop {
-            let at = self.offset;
             let chunk = self.inner.fill_buf().map_err(Self::stream_err(self.compression))?;
             if chunk.is_empty() {
                 return Ok(());
-            }
-            if let Some(pos) = chunk.iter().position(|&b| b != 0) {
-                return Err(self.tar_err(at + pos as u64, "non-zero data after the end-of-archive marker"));
             }
             let n = chunk.len();
             self.inner.consume(n);

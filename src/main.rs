@@ -13,6 +13,9 @@ mod cmd;
 struct Cli {
     #[command(subcommand)]
     command: cmd::Command,
+    /// `--root` is global: it goes before or after the subcommand.
+    #[command(flatten)]
+    root: cmd::store::RootArgs,
 }
 
 /// `strata fuse-serve ...`: the strata-fuse daemon that `strata mount --driver fuse`
@@ -28,7 +31,7 @@ fn main() -> ExitCode {
     }
     // clap exits with 2 on bad usage and 0 for --help / --version.
     let cli = Cli::parse();
-    match cli.command.run() {
+    match cli.command.run(&cli.root) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {

@@ -154,7 +154,18 @@ fn privileged_fuse_file_held_open_across_copy_up() {
         }
         assert_eq!(fs::read(s.lowers[0].join("log")).expect("lower"), b"lower\n", "the lower layer is never written");
         drop(reader);
-        let mut writer = OpenOptions::new().append(true).open(s.mnt().join("log")).expect("open after readers closed");
+        // close(2) sends FUSE_RELEASE asynchronously: the daemon frees the backing file
+        // a moment after the reader's close returns, so wait for it (bounded).
+        let mut writer = (0..200)
+            .find_map(|_| match OpenOptions::new().append(true).open(s.mnt().join("log")) {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::TXTBSY.raw_os_error()) => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    None
+                }
+                other => Some(other),
+            })
+            .expect("the release of the reader reaches the daemon within 2 s")
+            .expect("open after readers closed");
         writer.write_all(b"later\n").expect("append");
         drop(writer);
         let merged = fs::read_to_string(s.mnt().join("log")).expect("read merged");

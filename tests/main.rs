@@ -4,6 +4,7 @@ mod util;
 
 mod bench;
 mod cli;
+mod flat_diff;
 mod formats;
 mod fuse;
 mod fuse_diff;

@@ -154,8 +154,10 @@ fn privileged_fuse_daemon_killed_leaves_a_mount_strata_umount_cleans_up() {
 ",
     )
     .expect("write");
-    let pattern = format!("fuse-serve.*{}", mnt.display());
-    assert!(std::process::Command::new("pkill").args(["-KILL", "-f", &pattern]).status().expect("pkill").success());
+    // The daemon this test's `strata mount` started: the one serving this unique temp
+    // mount point. Killed by its PID, never by a name pattern.
+    let daemon = fuse_daemon_pid(&mnt).expect("the strata-fuse daemon of this mount");
+    rustix::process::kill_process(daemon, rustix::process::Signal::KILL).expect("kill -9 the daemon");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let e = std::fs::metadata(mnt.join("etc")).expect_err("a dead daemon's mount");
     assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOTCONN.raw_os_error()), "{e}");
@@ -294,4 +296,16 @@ fn privileged_single_layer_images_bind_mount_and_kernel_errors_are_explained() {
         msg.contains("(kernel: overlay: Bad value for 'redirect_dir')"),
         "the fs-context log is in the error: {msg}"
     );
+}
+
+/// The PID of the `strata fuse-serve` process whose command line names `mnt`.
+fn fuse_daemon_pid(mnt: &std::path::Path) -> Option<rustix::process::Pid> {
+    let want = mnt.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|entry| {
+        let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+        let mut args = cmdline.split(|&b| b == 0);
+        let serving = args.clone().any(|a| a == b"fuse-serve") && args.any(|a| a == want);
+        serving.then(|| rustix::process::Pid::from_raw(pid)).flatten()
+    })
 }

@@ -12,12 +12,10 @@ pub struct ImagesArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    root: RootArgs,
 }
 
-pub fn list(args: ImagesArgs) -> anyhow::Result<()> {
-    let store = args.root.open()?;
+pub fn list(args: ImagesArgs, root: &RootArgs) -> anyhow::Result<()> {
+    let store = root.open()?;
     let images = store.images()?;
     let mut out = io::stdout().lock();
     if args.json {
@@ -41,25 +39,20 @@ pub fn list(args: ImagesArgs) -> anyhow::Result<()> {
 pub struct RmiArgs {
     /// The image name, as `strata images` shows it.
     name: String,
-    #[command(flatten)]
-    root: RootArgs,
 }
 
-pub fn rmi(args: RmiArgs) -> anyhow::Result<()> {
-    args.root.open()?.remove_image(&args.name)?;
+pub fn rmi(args: RmiArgs, root: &RootArgs) -> anyhow::Result<()> {
+    root.open()?.remove_image(&args.name)?;
     println!("removed image {}", args.name);
     Ok(())
 }
 
 /// Remove layer snapshots no image and no container snapshot uses.
 #[derive(Debug, clap::Args)]
-pub struct GcArgs {
-    #[command(flatten)]
-    root: RootArgs,
-}
+pub struct GcArgs {}
 
-pub fn gc(args: GcArgs) -> anyhow::Result<()> {
-    let store = args.root.open()?;
+pub fn gc(_args: GcArgs, root: &RootArgs) -> anyhow::Result<()> {
+    let store = root.open()?;
     let removed = store.gc()?;
     let mut out = io::stdout().lock();
     for key in &removed {

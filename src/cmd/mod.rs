@@ -7,7 +7,7 @@ mod mount;
 pub(crate) mod mount_fuse;
 mod progress;
 mod snapshots;
-mod store;
+pub(crate) mod store;
 mod unpack;
 
 /// What strata can do.
@@ -39,18 +39,18 @@ pub enum Command {
 
 impl Command {
     /// Runs the subcommand.
-    pub fn run(self) -> anyhow::Result<()> {
+    pub fn run(self, root: &store::RootArgs) -> anyhow::Result<()> {
         match self {
             Command::Apply(args) => apply::run(args),
-            Command::Unpack(args) => unpack::run(args),
-            Command::Images(args) => images::list(args),
-            Command::Rmi(args) => images::rmi(args),
-            Command::Snapshots(args) => snapshots::run(args),
-            Command::Gc(args) => images::gc(args),
-            Command::Mount(args) => mount::mount(args),
-            Command::Umount(args) => mount::umount(args),
-            Command::Ps(args) => mount::ps(args),
-            Command::Info(args) => mount::info(args),
+            Command::Unpack(args) => unpack::run(args, root),
+            Command::Images(args) => images::list(args, root),
+            Command::Rmi(args) => images::rmi(args, root),
+            Command::Snapshots(args) => snapshots::run(args, root),
+            Command::Gc(args) => images::gc(args, root),
+            Command::Mount(args) => mount::mount(args, root),
+            Command::Umount(args) => mount::umount(args, root),
+            Command::Ps(args) => mount::ps(args, root),
+            Command::Info(args) => mount::info(args, root),
             Command::Bench(args) => bench::run(args),
         }
     }

@@ -47,8 +47,6 @@ pub struct MountArgs {
     /// Layers unpacked at once [default: the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
-    #[command(flatten)]
-    root: RootArgs,
     /// The image: an OCI layout directory or archive, or a docker-save archive.
     image: PathBuf,
     /// The directory to mount on (created if missing).
@@ -67,7 +65,7 @@ fn default_name(target: &Path) -> String {
     format!("mount:{}", target.display())
 }
 
-pub fn mount(args: MountArgs) -> anyhow::Result<()> {
+pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     if !args.target.exists() {
         std::fs::create_dir_all(&args.target)
@@ -81,11 +79,12 @@ pub fn mount(args: MountArgs) -> anyhow::Result<()> {
     if is_mount_point(&target) {
         bail!("{} is already a mount point (strata umount {} first)", target.display(), target.display());
     }
-    let root = args.root.path()?;
+    let store_args = root;
+    let root = root.path()?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
     let host = HostFeatures::probe(&root);
     let driver = choose_driver(args.driver, &host, &root)?;
-    let store = args.root.open()?;
+    let store = store_args.open()?;
     let selector = Selector {
         reference: args.reference.clone(),
         explicit_platform: args.platform.is_some(),
@@ -188,15 +187,13 @@ pub struct UmountArgs {
     /// Detach even if busy (MNT_DETACH); the mount goes away when its last user leaves.
     #[arg(long)]
     lazy: bool,
-    #[command(flatten)]
-    root: RootArgs,
     /// The mount point.
     target: PathBuf,
 }
 
-pub fn umount(args: UmountArgs) -> anyhow::Result<()> {
+pub fn umount(args: UmountArgs, root: &RootArgs) -> anyhow::Result<()> {
     let target = std::fs::canonicalize(&args.target).unwrap_or_else(|_| args.target.clone());
-    let store = args.root.open()?;
+    let store = root.open()?;
     let record = store.mount_records()?.into_iter().find(|m| Path::new(&m.target) == target);
     if is_mount_point(&target) {
         KernelMounter.unmount(&target, args.lazy)?;
@@ -221,12 +218,10 @@ pub struct PsArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    root: RootArgs,
 }
 
-pub fn ps(args: PsArgs) -> anyhow::Result<()> {
-    let store = args.root.open()?;
+pub fn ps(args: PsArgs, root: &RootArgs) -> anyhow::Result<()> {
+    let store = root.open()?;
     let mut out = io::stdout().lock();
     let rows: Vec<_> = store
         .mount_records()?
@@ -291,12 +286,10 @@ pub struct InfoArgs {
     /// Print JSON.
     #[arg(long)]
     json: bool,
-    #[command(flatten)]
-    root: RootArgs,
 }
 
-pub fn info(args: InfoArgs) -> anyhow::Result<()> {
-    let root = args.root.path()?;
+pub fn info(args: InfoArgs, root: &RootArgs) -> anyhow::Result<()> {
+    let root = root.path()?;
     std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
     let h = HostFeatures::probe(&root);
     let fuse = FuseFeatures::probe(&h.kernel);

@@ -12,8 +12,6 @@ use super::store::RootArgs;
 pub struct SnapshotsArgs {
     #[command(subcommand)]
     command: SnapshotsCommand,
-    #[command(flatten)]
-    root: RootArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -46,8 +44,8 @@ fn info_json(i: &Info) -> serde_json::Value {
            "created": i.created, "updated": i.updated, "root_opaque": i.root_opaque})
 }
 
-pub fn run(args: SnapshotsArgs) -> anyhow::Result<()> {
-    let store = args.root.open()?;
+pub fn run(args: SnapshotsArgs, root: &RootArgs) -> anyhow::Result<()> {
+    let store = root.open()?;
     let mut out = io::stdout().lock();
     match args.command {
         SnapshotsCommand::Ls { json } => {

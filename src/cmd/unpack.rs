@@ -49,8 +49,6 @@ pub struct UnpackArgs {
     /// Layers unpacked at once [default: the number of CPUs].
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     jobs: Option<u16>,
-    #[command(flatten)]
-    root: RootArgs,
     /// Print a JSON report on stdout.
     #[arg(long)]
     json: bool,
@@ -58,7 +56,7 @@ pub struct UnpackArgs {
     image: PathBuf,
 }
 
-pub fn run(args: UnpackArgs) -> anyhow::Result<()> {
+pub fn run(args: UnpackArgs, root: &RootArgs) -> anyhow::Result<()> {
     let selector = Selector {
         reference: args.reference.clone(),
         explicit_platform: args.platform.is_some(),
@@ -66,7 +64,7 @@ pub fn run(args: UnpackArgs) -> anyhow::Result<()> {
     };
     let image = Image::open(&args.image, &selector)?;
     let Some(to) = &args.to else {
-        return unpack_into_store(&args, &image);
+        return unpack_into_store(&args, root, &image);
     };
     let started = Instant::now();
     let staging = staging_dir(to)?;
@@ -175,8 +173,8 @@ fn apply_all(image: &Image, staging: &Path, quiet: bool) -> anyhow::Result<Vec<s
     Ok(reports)
 }
 
-fn unpack_into_store(args: &UnpackArgs, image: &Image) -> anyhow::Result<()> {
-    let store = args.root.open()?;
+fn unpack_into_store(args: &UnpackArgs, root: &RootArgs, image: &Image) -> anyhow::Result<()> {
+    let store = root.open()?;
     let started = Instant::now();
     let total = image.layers.len();
     let name = args.name.clone().unwrap_or_else(|| image.name.clone());

@@ -101,8 +101,13 @@ impl Sandbox {
     }
 }
 
-/// Runs a privileged test when this host can (root, overlayfs); otherwise prints why it
-/// is skipped, loudly, and returns false. Never a silent pass.
+/// The opt-out for hosts that cannot run privileged tests. CI never sets it.
+pub const SKIP_PRIVILEGED_ENV: &str = "STRATA_SKIP_PRIVILEGED";
+
+/// Gate for `privileged_*` tests: true when this host can run them (root, overlayfs).
+/// Otherwise the test *fails* with the reason, unless `STRATA_SKIP_PRIVILEGED=1` is set;
+/// then it returns false and a SKIPPED line goes straight to the terminal's stderr (not
+/// through `eprintln!`, which libtest captures and hides for passing tests).
 pub fn require_privileged(test: &str) -> bool {
     let mut missing = Vec::new();
     if rustix::process::geteuid().as_raw() != 0 {
@@ -112,24 +117,26 @@ pub fn require_privileged(test: &str) -> bool {
     if !filesystems.lines().any(|l| l.ends_with("\toverlay")) {
         missing.push("overlayfs (modprobe overlay)");
     }
+    unavailable(test, &missing)
+}
+
+/// As [`require_privileged`], plus /dev/fuse.
+pub fn require_fuse(test: &str) -> bool {
+    let fuse = Path::new("/dev/fuse").exists();
+    require_privileged(test) && unavailable(test, if fuse { &[] } else { &["/dev/fuse (modprobe fuse)"] })
+}
+
+/// True when nothing is missing; else a failure, or a visible skip under the opt-out.
+fn unavailable(test: &str, missing: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!("SKIPPED {test}: needs {}", missing.join(" and "));
-    false
-}
-
-/// Runs a privileged FUSE test when this host can (root, overlayfs as the oracle,
-/// /dev/fuse); otherwise prints why it is skipped and returns false.
-pub fn require_fuse(test: &str) -> bool {
-    if !require_privileged(test) {
+    let reason = format!("{test}: needs {}", missing.join(" and "));
+    if std::env::var_os(SKIP_PRIVILEGED_ENV).is_some_and(|v| v == "1") {
+        let _ = writeln!(std::io::stderr().lock(), "SKIPPED {reason} ({SKIP_PRIVILEGED_ENV}=1)");
         return false;
     }
-    if !Path::new("/dev/fuse").exists() {
-        eprintln!("SKIPPED {test}: needs /dev/fuse (modprobe fuse)");
-        return false;
-    }
-    true
+    panic!("{reason}; run as root on a host with overlayfs and /dev/fuse, or set {SKIP_PRIVILEGED_ENV}=1 to skip");
 }
 
 /// xorshift64*: deterministic pseudo-random choices for seeded tests.

@@ -29,10 +29,10 @@ pub(super) struct Engine<'a> {
     /// Paths this layer wrote (implied directories included): whiteouts and opaque
     /// markers only hide lower layers, never this layer's own entries.
     pub(super) written: HashSet<LayerPath>,
-    /// Overlay form: the char 0/0 whiteouts this layer placed.
+    /// The whiteouts this layer applied (overlay form: the char 0/0 devices it placed).
     pub(super) whiteouts: HashSet<LayerPath>,
     /// Directories this layer made opaque.
-    opaque: HashSet<LayerPath>,
+    pub(super) opaque: HashSet<LayerPath>,
     pub(super) dir_finish: DirFinish,
     /// Recently resolved parent directories; cleared on any removal.
     pub(super) cache: DirCache,
@@ -308,7 +308,7 @@ impl<'a> Engine<'a> {
         }
         self.set_dir_metadata(p, fd.as_fd(), entry)?;
         if opaque {
-            self.mark_opaque(fd.as_fd())?;
+            self.mark_opaque(fd.as_fd(), p)?;
         }
         self.dir_finish.set(p.clone(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
         self.report.dirs += 1;
@@ -537,7 +537,10 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 
-    pub(super) fn mark_opaque(&mut self, dir: BorrowedFd<'_>) -> Result<()> {
+    /// Marks `dir` (at `path`) opaque: the xattr in overlay form, and in both forms the
+    /// record that nothing of the lower layers shows below it.
+    pub(super) fn mark_opaque(&mut self, dir: BorrowedFd<'_>, path: &LayerPath) -> Result<()> {
+        self.opaque.insert(path.clone());
         if self.opts.mode == Mode::Overlay {
             sys::set_xattr_fd(dir, self.opts.opaque_xattr, b"y").map_err(|e| self.io("fsetxattr (opaque)", e))?;
         }
@@ -563,7 +566,7 @@ impl<'a> Engine<'a> {
             .map_err(|e| self.io("open opaque directory", e))?;
         match self.opts.mode {
             Mode::Overlay => {
-                self.mark_opaque(dir.as_fd())?;
+                self.mark_opaque(dir.as_fd(), dir_path)?;
                 // A whiteout inside an opaque dir would show in readdir; drop ours.
                 let inside: Vec<LayerPath> = self
                     .whiteouts
@@ -577,19 +580,43 @@ impl<'a> Engine<'a> {
                     self.whiteouts.remove(&w);
                 }
             }
-            Mode::Flat => {
-                let names = sys::list_dir(dir.as_fd()).map_err(|e| self.io("read directory", e))?;
-                for name in names {
-                    if !self.written.contains(&dir_path.join(name.as_bytes())) {
-                        sys::remove_all(dir.as_fd(), &name)
-                            .map_err(|e| self.io("remove lower entry of opaque dir", e))?;
-                        self.cache.clear();
-                    }
-                }
-            }
+            Mode::Flat => self.prune_lower(dir.as_fd(), dir_path)?,
         }
         self.written.insert(dir_path.clone());
         Ok(())
+    }
+
+    /// Flat form of an opaque dir: removes everything below `dir_path` that this layer did
+    /// not write, at any depth. The layer's own entries may come before the marker
+    /// (`a/b/c/foo`, then `a/.wh..wh..opq`): lower content under `a/b/c` must go too, as
+    /// the kernel's merged view of the overlay form shows only `a/b/c/foo`. Directories
+    /// already pruned (opaque themselves) hold no lower content and are not walked again.
+    fn prune_lower(&mut self, dir: BorrowedFd<'_>, dir_path: &LayerPath) -> Result<()> {
+        let names = sys::list_dir(dir).map_err(|e| self.io("read directory", e))?;
+        for name in names {
+            let child = dir_path.join(name.as_bytes());
+            if !self.written.contains(&child) {
+                sys::remove_all(dir, &name).map_err(|e| self.io("remove lower entry of opaque dir", e))?;
+                self.cache.clear();
+            } else if !self.opaque.contains(&child)
+                && sys::lstat(dir, &name).map_err(|e| self.io("fstatat", e))?.as_ref().is_some_and(sys::is_dir)
+            {
+                let sub = sys::open_child_dir_readable(dir, &name).map_err(|e| self.io("open directory", e))?;
+                self.prune_lower(sub.as_fd(), &child)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// True when an ancestor of `p` is opaque in this layer, or whited out by it: then a
+    /// whiteout at `p` has nothing left to hide and must not imply its parent directory
+    /// (`.wh.foo` with `foo/.wh.bar`, as `rm -rf` style writers emit, must leave no `foo`).
+    pub(super) fn hidden_by_this_layer(&self, p: &LayerPath) -> bool {
+        let depth = p.components().count();
+        (0..depth).any(|n| {
+            let prefix = p.prefix(n);
+            self.opaque.contains(&prefix) || (n > 0 && self.whiteouts.contains(&prefix))
+        })
     }
 
     /// `DIR/.wh.NAME`: NAME of lower layers is hidden.
@@ -608,7 +635,7 @@ impl<'a> Engine<'a> {
             }
             return Ok(());
         }
-        if (0..=p.components().count() - 1).any(|n| self.opaque.contains(&p.prefix(n))) {
+        if self.hidden_by_this_layer(p) {
             return Ok(());
         }
         let dir = self.dir_at(&parent, entry)?;
@@ -636,6 +663,7 @@ impl<'a> Engine<'a> {
                 if was_dir {
                     self.cache.clear();
                 }
+                self.whiteouts.insert(p.clone());
             }
         }
         Ok(())

@@ -89,7 +89,19 @@ impl Engine<'_> {
         let gid = if st.st_mode & 0o2000 != 0 { st.st_gid } else { egid };
         let dir = Rc::new(ParentDir { fd, new_file_owner: (euid, gid) });
         self.cache.insert(path.clone(), Rc::clone(&dir));
+        self.note_layer_dir(path);
         Ok(dir)
+    }
+
+    /// Records `path` and its ancestors as this layer's: a layer that writes `a/x` into a
+    /// lower `a` has `a` in its overlay-form dir too, so a later `.wh.a` of the same layer
+    /// makes `a` opaque instead of deleting `a/x` (whiteouts hide lower layers only).
+    /// Stops at the first ancestor already recorded (its ancestors are too).
+    fn note_layer_dir(&mut self, path: &LayerPath) {
+        let mut cur = path.clone();
+        while !cur.is_root() && self.written.insert(cur.clone()) {
+            cur = cur.split_last().map_or_else(LayerPath::root, |(parent, _)| parent);
+        }
     }
 
     /// The slow path of [`dir_at`](Self::dir_at): one component at a time.
@@ -125,11 +137,12 @@ impl Engine<'_> {
             sys::mkdir(cur.as_fd(), name, 0o755).map_err(|e| self.io("mkdirat (implied directory)", e))?;
             let fd =
                 sys::open_child_dir_readable(cur.as_fd(), name).map_err(|e| self.io("open implied directory", e))?;
-            self.implied_metadata(&prefix, fd.as_fd(), entry)?;
+            let inherit = !replaced_whiteout && !self.hidden_by_this_layer(&prefix);
+            self.implied_metadata(&prefix, fd.as_fd(), entry, inherit)?;
             if replaced_whiteout {
-                self.mark_opaque(fd.as_fd())?;
+                self.mark_opaque(fd.as_fd(), &prefix)?;
             }
-            self.written.insert(prefix);
+            // `dir_at` records this dir and its ancestors as the layer's (note_layer_dir).
             cur = fd;
         }
         Ok(cur)
@@ -137,11 +150,14 @@ impl Engine<'_> {
 
     /// Metadata of an implied directory: that of the same directory in the lower chain when
     /// there is one (so a lower `/tmp` 1777 is not masked by 0755), else 0755 root with
-    /// the implying entry's mtime (deterministic, unlike "now").
-    fn implied_metadata(&mut self, path: &LayerPath, dir: BorrowedFd<'_>, entry: &Entry) -> Result<()> {
-        if self.opts.defer_lower {
+    /// the implying entry's mtime (deterministic, unlike "now"). Not when the dir stands
+    /// where this layer whited the lower one out, or below such a dir or an opaque one
+    /// (`inherit` false): the lower dir is hidden, and the new one is as new as in the
+    /// flattened tree.
+    fn implied_metadata(&mut self, path: &LayerPath, dir: BorrowedFd<'_>, entry: &Entry, inherit: bool) -> Result<()> {
+        if inherit && self.opts.defer_lower {
             self.report_mut().deferred.implied_dirs.push(path.clone());
-        } else if self.lower_dir_metadata(path, dir)? {
+        } else if inherit && self.lower_dir_metadata(path, dir)? {
             return Ok(());
         }
         sys::chmod_fd(dir, 0o755).map_err(|e| self.io("fchmod (implied directory)", e))?;

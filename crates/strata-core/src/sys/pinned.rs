@@ -35,17 +35,15 @@ pub struct PinnedNode {
 /// Pins `name` in `dir`, which must be a node of type `kind`.
 ///
 /// # Errors
-/// `ESTALE` when `name` is no longer a `kind` (someone replaced it), or what the kernel
-/// says.
+/// An error naming `name` when it is no longer a `kind` (someone replaced it), or what
+/// the kernel says.
 pub fn pin_node(dir: BorrowedFd<'_>, name: &OsStr, kind: FileType) -> io::Result<PinnedNode> {
     let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
     let fd = rustix::fs::openat(dir, name, flags, Mode::empty())?;
     let st = rustix::fs::fstat(&fd)?;
     if FileType::from_raw_mode(st.st_mode) != kind {
-        return Err(io::Error::new(
-            io::ErrorKind::Other,
-            format!("{} was replaced by another file while being created", name.to_string_lossy()),
-        ));
+        let what = format!("{} was replaced by another file while being created", name.to_string_lossy());
+        return Err(io::Error::other(what));
     }
     Ok(PinnedNode { fd, kind })
 }

@@ -16,3 +16,4 @@ mod overlay_form;
 mod privileged;
 mod semantics;
 mod store;
+mod store_root;

@@ -66,6 +66,15 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The store root breaks a safety rule (a symlink, another user's, writable by others).
+    #[error("refusing the store root {path:?}: {reason}")]
+    UnsafeStoreRoot {
+        /// The root, subdir or ancestor that broke the rule.
+        path: PathBuf,
+        /// Which rule.
+        reason: String,
+    },
+
     /// A digest given by the caller did not match the layer.
     #[error("{which} mismatch: expected {expected}, got {actual}")]
     DigestMismatch {

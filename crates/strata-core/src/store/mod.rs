@@ -20,6 +20,7 @@
 
 mod db;
 mod model;
+mod root;
 mod staging;
 mod unpack;
 mod usage;
@@ -27,7 +28,6 @@ mod usage;
 use std::collections::{BTreeMap, HashSet};
 use std::ffi::OsStr;
 use std::os::fd::AsFd;
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -67,16 +67,12 @@ impl Store {
     /// processes left behind.
     ///
     /// # Errors
-    /// The root cannot be created, or the database cannot be opened.
+    /// [`Error::UnsafeStoreRoot`] when the root is a symlink, another user's, or writable
+    /// by others (see `root.rs`); the root cannot be created; the database cannot be
+    /// opened.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {
         let root = root.into();
-        std::fs::create_dir_all(&root).map_err(io("create store root", &root))?;
-        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700))
-            .map_err(io("chmod store root", &root))?;
-        for sub in ["snapshots", "staging"] {
-            let dir = root.join(sub);
-            std::fs::create_dir_all(&dir).map_err(io("create store dir", &dir))?;
-        }
+        root::secure(&root)?;
         let conn = db::open(&root.join("metadata.db"))?;
         let store = Store { root, conn: Mutex::new(conn) };
         store.cleanup()?;
@@ -132,7 +128,7 @@ impl Store {
         let snapshots = self.snapshots_root();
         let orphan_dirs = self.write("cleanup", |tx| {
             let known: HashSet<String> = db::all_dirs(tx)?.into_iter().collect();
-            let root = sys::open_dir_path(&snapshots).map_err(io("open snapshots dir", &snapshots))?;
+            let root = sys::open_dir_nofollow(&snapshots).map_err(io("open snapshots dir", &snapshots))?;
             let readable = sys::open_child_dir_readable(root.as_fd(), OsStr::new(""))
                 .map_err(io("open snapshots dir", &snapshots))?;
             let mut removed = 0;

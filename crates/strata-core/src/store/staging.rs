@@ -101,7 +101,7 @@ pub(crate) fn remove_abandoned(staging_root: &Path) -> Result<usize> {
 /// cleaning up). The lock lasts as long as the returned fd.
 fn lock_root(staging_root: &Path, how: FlockOperation) -> Result<OwnedFd> {
     let io = |op, source| Error::Io { op, path: staging_root.to_owned(), source };
-    let root = sys::open_dir_path(staging_root).map_err(|e| io("open staging root", e))?;
+    let root = sys::open_dir_nofollow(staging_root).map_err(|e| io("open staging root", e))?;
     let root = sys::open_child_dir_readable(root.as_fd(), OsStr::new("")).map_err(|e| io("open staging root", e))?;
     rustix::fs::flock(&root, how).map_err(|e| io("lock staging root", e.into()))?;
     Ok(root)

@@ -50,6 +50,15 @@ pub fn open_dir_path(path: &std::path::Path) -> io::Result<OwnedFd> {
     rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty()).map_err(errno)
 }
 
+/// Opens directory `path` (`O_PATH`) without following a symlink in its last component.
+///
+/// # Errors
+/// `ENOTDIR` or `ELOOP` when it is a symlink or not a directory, or what the kernel says.
+pub fn open_dir_nofollow(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    rustix::fs::open(path, flags, Mode::empty()).map_err(errno)
+}
+
 /// Opens directory `rel` beneath `root` without following any symlink on the way
 /// (`O_PATH`). `rel` must hold no `..` (the caller normalises layer paths).
 ///

@@ -11,6 +11,7 @@ mod fuse_diff;
 mod hostile;
 mod images;
 mod mount;
+mod mount_lifecycle;
 mod mutation;
 mod overlay_form;
 mod privileged;

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
-use strata_core::store::{Kind, MountRecord};
+use strata_core::store::{Kind, MountRecord, MountSpec, Store};
 use strata_image::{Image, Platform, Selector};
 use strata_overlay::{HostFeatures, KernelMounter, MountPlan, Mounter, OverlayOptions, is_mount_point};
 
@@ -65,8 +65,61 @@ fn default_name(target: &Path) -> String {
     format!("mount:{}", target.display())
 }
 
+/// The view snapshot a read-only mount holds: `view:` + its canonical path.
+fn view_name(target: &Path) -> String {
+    format!("view:{}", target.display())
+}
+
+/// Mounts `spec` at `target`; says how.
+fn mount_spec(spec: &MountSpec, target: &Path, driver: Driver, root: bool) -> anyhow::Result<&'static str> {
+    if driver == Driver::Fuse {
+        mount_fuse(spec, target, root, true)?;
+        return Ok("strata-fuse");
+    }
+    let plan = MountPlan::new(spec, &OverlayOptions::default(), target, !root)?;
+    KernelMounter.mount(&plan, target)?;
+    Ok(match plan {
+        MountPlan::Bind { .. } => "bind mount",
+        MountPlan::Overlay { .. } => "overlayfs",
+    })
+}
+
+/// Forgets the records of mounts that are gone (a plain `umount`, a reboot) and the
+/// views they held, so their snapshots are free again.
+fn forget_stale_mounts(store: &Store) -> anyhow::Result<()> {
+    for record in store.mount_records()? {
+        if !is_mount_point(Path::new(&record.target)) {
+            release(store, &record, false)?;
+        }
+    }
+    Ok(())
+}
+
+/// Drops a mount's record and the view a read-only mount held; with `remove_layer`, the
+/// writable layer too. Returns the writable layer removed, if any.
+fn release(store: &Store, record: &MountRecord, remove_layer: bool) -> anyhow::Result<Option<String>> {
+    store.forget_mount(&record.target)?;
+    match &record.key {
+        Some(key) if record.read_only => {
+            if store.stat(key).is_ok() {
+                store.remove(key)?;
+            }
+            Ok(None)
+        }
+        Some(key) if remove_layer && store.stat(key).is_ok() => {
+            store.remove(key)?;
+            Ok(Some(key.clone()))
+        }
+        _ => Ok(None),
+    }
+}
+
 pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
     let started = Instant::now();
+    // Mount targets are never followed: a symlink there could point anywhere.
+    if std::fs::symlink_metadata(&args.target).is_ok_and(|m| m.file_type().is_symlink()) {
+        bail!("mount target {} is a symlink; strata mounts only onto a real directory", args.target.display());
+    }
     if !args.target.exists() {
         std::fs::create_dir_all(&args.target)
             .with_context(|| format!("creating mount target {}", args.target.display()))?;
@@ -96,14 +149,23 @@ pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
     let outcome = store_image(&store, &image, &image.name, args.jobs, !host.root, false)?;
     let top = outcome.chains.last().map(ToString::to_string);
 
+    forget_stale_mounts(&store)?;
+    let Some(top) = top else { bail!("image {} has no layers to mount", image.name) };
+    let labels = BTreeMap::from([("strata.image".to_owned(), image.name.clone())]);
+    // Every mount holds a snapshot, so gc, rmi and `snapshots rm` never take its layers:
+    // a read-only mount a view (removed at umount), a writable one its active snapshot.
     let (key, spec) = if args.read_only {
-        let Some(top) = &top else { bail!("image {} has no layers to mount read-only", image.name) };
-        (None, store.mounts(top)?)
+        let key = view_name(&target);
+        if store.stat(&key).is_ok() {
+            store.remove(&key)?; // left by a crash: views hold nothing worth keeping
+        }
+        let spec = store.view(&key, Some(&top), labels)?;
+        (key, spec)
     } else {
         let key = args.name.clone().unwrap_or_else(|| default_name(&target));
         let spec = match store.stat(&key) {
             Ok(info) => {
-                if info.kind != Kind::Active || info.parent != top {
+                if info.kind != Kind::Active || info.parent.as_deref() != Some(top.as_str()) {
                     bail!(
                         "writable layer {key:?} exists for another image ({}); pick another --name or `strata snapshots rm {key}`",
                         info.parent.as_deref().unwrap_or("no parent")
@@ -111,36 +173,33 @@ pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
                 }
                 store.mounts(&key)?
             }
-            Err(strata_core::Error::NotFound { .. }) => {
-                let labels = BTreeMap::from([("strata.image".to_owned(), image.name.clone())]);
-                store.prepare(&key, top.as_deref(), labels)?
-            }
+            Err(strata_core::Error::NotFound { .. }) => store.prepare(&key, Some(&top), labels)?,
             Err(e) => return Err(e.into()),
         };
-        (Some(key), spec)
+        (key, spec)
     };
-    let how = match driver {
-        Driver::Fuse => {
-            mount_fuse(&spec, &target, host.root, true)?;
-            "strata-fuse"
-        }
-        _ => {
-            let plan = MountPlan::new(&spec, &OverlayOptions::default(), &target, !host.root)?;
-            KernelMounter.mount(&plan, &target)?;
-            match plan {
-                MountPlan::Bind { .. } => "bind mount",
-                MountPlan::Overlay { .. } => "overlayfs",
-            }
-        }
-    };
-    store.record_mount(&MountRecord {
+    // The claim comes before the mount: a second mount of the same writable layer is
+    // refused here, naming the first (the store checks it in one transaction).
+    let record = MountRecord {
         target: target.display().to_string(),
-        key: key.clone(),
+        key: Some(key.clone()),
         image: image.name.clone(),
         driver: if driver == Driver::Fuse { "fuse" } else { "overlay" }.into(),
         read_only: args.read_only,
         created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
-    })?;
+    };
+    store.record_mount(&record)?;
+    let how = match mount_spec(&spec, &target, driver, host.root) {
+        Ok(how) => how,
+        Err(err) => {
+            store.forget_mount(&record.target)?;
+            if args.read_only {
+                store.remove(&key)?;
+            }
+            return Err(err);
+        }
+    };
+    let key = (!args.read_only).then_some(key);
     println!(
         "mounted {} ({} layers, {how}) at {} in {:.2} s; writable layer: {}",
         image.name,
@@ -194,20 +253,31 @@ pub struct UmountArgs {
 pub fn umount(args: UmountArgs, root: &RootArgs) -> anyhow::Result<()> {
     let target = std::fs::canonicalize(&args.target).unwrap_or_else(|_| args.target.clone());
     let store = root.open()?;
-    let record = store.mount_records()?.into_iter().find(|m| Path::new(&m.target) == target);
-    if is_mount_point(&target) {
-        KernelMounter.unmount(&target, args.lazy)?;
-    } else if record.is_none() {
-        bail!("{} is not mounted", target.display());
-    }
-    store.forget_mount(&target.display().to_string())?;
-    let mut removed = String::new();
-    if args.rm {
-        if let Some(key) = record.as_ref().and_then(|r| r.key.clone()) {
-            store.remove(&key)?;
-            removed = format!("; removed writable layer {key}");
+    let mounted = is_mount_point(&target);
+    let Some(record) = store.mount_records()?.into_iter().find(|m| Path::new(&m.target) == target) else {
+        if mounted {
+            bail!(
+                "{} is a mount point strata did not make (no record in the store at {}); use umount(8) for it",
+                target.display(),
+                store.root().display()
+            );
         }
+        // No mount and no record: with --rm, the writable layer a plain umount left.
+        let key = default_name(&target);
+        if args.rm && store.stat(&key).is_ok() {
+            store.remove(&key)?;
+            println!("{} was not mounted; removed writable layer {key}", target.display());
+            return Ok(());
+        }
+        bail!("{} is not mounted by strata (and no writable layer {key:?} is kept)", target.display());
+    };
+    if mounted {
+        KernelMounter.unmount(&target, args.lazy)?;
+    } else {
+        eprintln!("strata: {} was already unmounted; forgetting the mount", target.display());
     }
+    let removed = release(&store, &record, args.rm)?;
+    let removed = removed.map(|key| format!("; removed writable layer {key}")).unwrap_or_default();
     println!("unmounted {}{removed}", target.display());
     Ok(())
 }
@@ -227,7 +297,7 @@ pub fn ps(args: PsArgs, root: &RootArgs) -> anyhow::Result<()> {
         .mount_records()?
         .into_iter()
         .map(|m| {
-            let usage = m.key.as_deref().and_then(|k| store.usage(k).ok());
+            let usage = m.key.as_deref().filter(|_| !m.read_only).and_then(|k| store.usage(k).ok());
             let live = is_mount_point(Path::new(&m.target));
             (m, usage, live)
         })
@@ -235,7 +305,7 @@ pub fn ps(args: PsArgs, root: &RootArgs) -> anyhow::Result<()> {
     if args.json {
         let list: Vec<_> = rows
             .iter()
-            .map(|(m, u, live)| json!({"target": m.target, "image": m.image, "driver": m.driver, "writable_layer": m.key,
+            .map(|(m, u, live)| json!({"target": m.target, "image": m.image, "driver": m.driver, "writable_layer": m.key.as_ref().filter(|_| !m.read_only),
                 "read_only": m.read_only, "upper_bytes": u.map(|u| u.bytes), "upper_inodes": u.map(|u| u.inodes), "mounted": live}))
             .collect();
         writeln!(out, "{}", serde_json::Value::Array(list))?;

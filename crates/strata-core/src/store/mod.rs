@@ -417,12 +417,29 @@ impl Store {
         Ok(removed)
     }
 
-    /// Records a mount (replacing any record for the same target).
+    /// Records a mount (replacing any record for the same target). This is the claim a
+    /// mount holds on its snapshot: a snapshot is mounted at most once (two overlay
+    /// mounts of one upper dir lose writes), so a record for the same snapshot at another
+    /// target is refused, in the same transaction, naming that target. A caller that
+    /// finds the other mount gone calls [`Store::forget_mount`] for it first.
     ///
     /// # Errors
-    /// The database cannot be written.
+    /// [`Error::Snapshot`] when the snapshot is recorded as mounted elsewhere; the
+    /// database cannot be written.
     pub fn record_mount(&self, record: &MountRecord) -> Result<()> {
-        self.write("record mount", |tx| db::put_mount(tx, record))
+        self.write("record mount", |tx| {
+            if let Some(key) = &record.key {
+                if let Some(other) =
+                    db::mounts(tx)?.into_iter().find(|m| m.key.as_ref() == Some(key) && m.target != record.target)
+                {
+                    return Err(Error::Snapshot {
+                        key: key.clone(),
+                        reason: format!("is already mounted at {} (strata umount it first)", other.target),
+                    });
+                }
+            }
+            db::put_mount(tx, record)
+        })
     }
 
     /// Forgets the mount at `target`, returning its record.

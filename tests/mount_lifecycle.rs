@@ -1,0 +1,149 @@
+//! What protects data across mounts: every mount holds a snapshot (gc and rmi never take
+//! its layers), a writable layer is mounted once, `strata umount` touches only mounts
+//! strata made, and a writable layer left by a plain umount can still be removed.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use strata::core::tar::Entry;
+
+use crate::util::images::{self, Blob};
+use crate::util::{MountGuard, e, layer, require_fuse, require_privileged};
+
+fn strata(root: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(root).args(args).output().expect("run strata")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(out.status.success(), "strata failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn failed(out: &Output) -> String {
+    assert_eq!(out.status.code(), Some(1), "strata should fail: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+struct Fixture {
+    tmp: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Fixture {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let blobs = [
+            Blob::gzip(layer(&[
+                (Entry::file("etc/os-release", 0o644), b"ID=demo\n"),
+                e(Entry::dir("var/cache", 0o755)),
+            ])),
+            Blob::gzip(layer(&[(Entry::file("usr/bin/tool", 0o755), b"tool")])),
+        ];
+        images::oci_layout(&tmp.path().join("image"), &blobs, "life:1");
+        Fixture { tmp }
+    }
+    fn path(&self, p: &str) -> std::path::PathBuf {
+        self.tmp.path().join(p)
+    }
+    fn run(&self, args: &[&str]) -> Output {
+        strata(&self.path("root"), args)
+    }
+}
+
+#[test]
+fn privileged_gc_keeps_the_layers_of_a_live_read_only_mount() {
+    if !require_privileged("privileged_gc_keeps_the_layers_of_a_live_read_only_mount") {
+        return;
+    }
+    let f = Fixture::new();
+    let mnt = f.path("ro");
+    let _guard = MountGuard(mnt.clone());
+    ok(&f.run(&["mount", "--read-only", s(&f.path("image")), s(&mnt)]));
+    ok(&f.run(&["rmi", "life:1"]));
+    let gc = ok(&f.run(&["gc"]));
+    assert!(gc.contains("removed 0 snapshot(s)"), "gc removed layers under a live mount: {gc}");
+    assert_eq!(std::fs::read(mnt.join("etc/os-release")).expect("still readable"), b"ID=demo\n");
+    let rm = failed(&f.run(&["snapshots", "rm", &format!("view:{}", mnt.display())]));
+    assert!(rm.contains("is mounted at"), "{rm}");
+    ok(&f.run(&["umount", s(&mnt)]));
+    let gc = ok(&f.run(&["gc"]));
+    assert!(gc.contains("removed 2 snapshot(s)"), "after umount gc frees both layers: {gc}");
+}
+
+#[test]
+fn privileged_a_writable_layer_is_mounted_at_most_once() {
+    if !require_fuse("privileged_a_writable_layer_is_mounted_at_most_once") {
+        return;
+    }
+    let f = Fixture::new();
+    let (a, b) = (f.path("a"), f.path("b"));
+    let _guards = (MountGuard(a.clone()), MountGuard(b.clone()));
+    ok(&f.run(&["mount", "--name", "shared", s(&f.path("image")), s(&a)]));
+    for driver in ["overlay", "fuse"] {
+        let err = failed(&f.run(&["mount", "--driver", driver, "--name", "shared", s(&f.path("image")), s(&b)]));
+        assert!(err.contains("already mounted at") && err.contains(s(&a)), "{err}");
+        assert!(!strata_overlay_mounted(&b), "nothing was mounted at b");
+    }
+    ok(&f.run(&["umount", s(&a)]));
+    ok(&f.run(&["mount", "--name", "shared", s(&f.path("image")), s(&b)]));
+    ok(&f.run(&["umount", "--rm", s(&b)]));
+}
+
+#[test]
+fn privileged_umount_refuses_mounts_strata_did_not_make() {
+    if !require_privileged("privileged_umount_refuses_mounts_strata_did_not_make") {
+        return;
+    }
+    let f = Fixture::new();
+    let t = f.path("tmpfs");
+    std::fs::create_dir(&t).expect("mkdir");
+    let _guard = MountGuard(t.clone());
+    let status = Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(&t).status().expect("mount tmpfs");
+    assert!(status.success());
+    std::fs::write(t.join("data"), b"precious").expect("write");
+    let err = failed(&f.run(&["umount", s(&t)]));
+    assert!(err.contains("strata did not make"), "{err}");
+    assert_eq!(std::fs::read(t.join("data")).expect("the tmpfs is still mounted"), b"precious");
+}
+
+#[test]
+fn privileged_umount_rm_after_a_plain_umount_removes_the_writable_layer() {
+    if !require_privileged("privileged_umount_rm_after_a_plain_umount_removes_the_writable_layer") {
+        return;
+    }
+    let f = Fixture::new();
+    let mnt = f.path("m");
+    let _guard = MountGuard(mnt.clone());
+    ok(&f.run(&["mount", s(&f.path("image")), s(&mnt)]));
+    std::fs::write(mnt.join("new"), b"x").expect("write");
+    assert!(Command::new("umount").arg(&mnt).status().expect("umount").success());
+    let out = ok(&f.run(&["umount", "--rm", s(&mnt)]));
+    assert!(out.contains("removed writable layer"), "{out}");
+    let ls = ok(&f.run(&["snapshots", "ls"]));
+    assert!(!ls.contains("mount:"), "{ls}");
+    // And once nothing is left, umount says so.
+    let err = failed(&f.run(&["umount", "--rm", s(&mnt)]));
+    assert!(err.contains("is not mounted by strata"), "{err}");
+}
+
+#[test]
+fn privileged_mount_refuses_a_symlinked_target() {
+    if !require_privileged("privileged_mount_refuses_a_symlinked_target") {
+        return;
+    }
+    let f = Fixture::new();
+    let real = f.path("real");
+    std::fs::create_dir(&real).expect("mkdir");
+    std::os::unix::fs::symlink(&real, f.path("link")).expect("symlink");
+    let _guard = MountGuard(real.clone());
+    let err = failed(&f.run(&["mount", s(&f.path("image")), s(&f.path("link"))]));
+    assert!(err.contains("is a symlink"), "{err}");
+    assert!(!strata_overlay_mounted(&real));
+}
+
+fn strata_overlay_mounted(target: &Path) -> bool {
+    strata::overlay::is_mount_point(target)
+}

@@ -66,7 +66,7 @@ fn unpack(c: &mut Criterion) {
                 || tempfile::tempdir().expect("tempdir"),
                 |dir| {
                     let store = Store::open(dir.path().join("store")).expect("store");
-                    store.unpack(&specs(&blobs), UnpackOptions { jobs, userxattr: false }, &|_| {}).expect("unpack");
+                    store.unpack(&specs(&blobs), UnpackOptions { jobs, xattrs: None }, &|_| {}).expect("unpack");
                     dir
                 },
                 criterion::BatchSize::PerIteration,
@@ -89,7 +89,7 @@ fn mount(c: &mut Criterion) {
     let spec = store.prepare("bench", Some(&top), Default::default()).expect("prepare");
     let target = dir.path().join("mnt");
     std::fs::create_dir(&target).expect("mkdir");
-    let plan = MountPlan::new(&spec, &OverlayOptions::default(), &target, false).expect("plan");
+    let plan = MountPlan::new(&spec, &OverlayOptions::default(), &target).expect("plan");
     c.bench_function("mount/overlay-setup-3-layers", |b| {
         b.iter(|| {
             KernelMounter.mount(&plan, &target).expect("mount");

@@ -147,3 +147,66 @@ fn privileged_mount_refuses_a_symlinked_target() {
 fn strata_overlay_mounted(target: &Path) -> bool {
     strata::overlay::is_mount_point(target)
 }
+
+/// The shipped demo image (layer 2 makes `var/cache/demo` opaque over `stale-1`, `stale-2`).
+fn demo_image() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/image")
+}
+
+#[test]
+fn privileged_layers_unpacked_with_user_xattrs_mount_with_their_opaque_dirs() {
+    if !require_privileged("privileged_layers_unpacked_with_user_xattrs_mount_with_their_opaque_dirs") {
+        return;
+    }
+    let f = Fixture::new();
+    ok(&f.run(&["unpack", "--userxattr", s(&demo_image())]));
+    for (driver, name) in [("overlay", "ro-overlay"), ("fuse", "ro-fuse")] {
+        let mnt = f.path(name);
+        let _guard = MountGuard(mnt.clone());
+        ok(&f.run(&["mount", "--read-only", "--driver", driver, s(&demo_image()), s(&mnt)]));
+        let cache: Vec<String> = std::fs::read_dir(mnt.join("var/cache/demo"))
+            .expect("read opaque dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(cache, ["fresh"], "{driver}: the opaque dir hides the lower entries");
+        ok(&f.run(&["umount", s(&mnt)]));
+    }
+}
+
+#[test]
+fn privileged_a_normal_user_unpacks_into_their_own_store() {
+    if !require_privileged("privileged_a_normal_user_unpacks_into_their_own_store") {
+        return;
+    }
+    let tmp = tempfile::tempdir().expect("tempdir");
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).expect("chmod");
+    let home = tmp.path().join("home");
+    std::fs::create_dir(&home).expect("mkdir");
+    std::os::unix::fs::chown(&home, Some(65534), Some(65534)).expect("chown");
+    let image = tmp.path().join("image");
+    let copy = Command::new("cp").arg("-a").arg(demo_image()).arg(&image).status().expect("cp");
+    assert!(copy.success());
+    let store = home.join("store");
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_strata"))
+        .args(["unpack", "--root", s(&store), s(&image)])
+        .output()
+        .expect("setpriv");
+    ok(&out);
+    // The opaque dir of layer 2 carries the user namespace's marker, which a rootless
+    // overlayfs (userxattr) or strata-fuse reads.
+    let marked = walkdir::WalkDir::new(store.join("snapshots"))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_dir())
+        .any(|e| xattr_of(e.path(), "user.overlay.opaque").as_deref() == Some(b"y".as_slice()));
+    assert!(marked, "an opaque dir in user.overlay.* was written");
+}
+
+fn xattr_of(path: &Path, key: &str) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 256];
+    let n = rustix::fs::lgetxattr(path, key, &mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}

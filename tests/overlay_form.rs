@@ -3,6 +3,7 @@
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
+use strata::core::ovl::XattrNamespace;
 use strata::core::tar::Entry;
 use strata::core::{ApplyBuilder, Mode};
 
@@ -37,7 +38,7 @@ fn opaque_dirs_get_the_trusted_or_user_xattr() {
         let dir = tempfile::tempdir().expect("tempdir");
         let out = dir.path().join("l");
         ApplyBuilder::new(Mode::Overlay)
-            .userxattr(userxattr)
+            .xattr_namespace(if userxattr { XattrNamespace::User } else { XattrNamespace::Trusted })
             .build()
             .expect("opts")
             .apply(&l[..], &out)

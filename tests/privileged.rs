@@ -7,6 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use strata::core::ovl::XattrNamespace;
 use strata::core::tar::Entry;
 use strata::core::{ApplyBuilder, Mode};
 
@@ -117,7 +118,11 @@ pub(crate) fn flat_and_merged(layers: &[Vec<u8>], userxattr: bool) -> Result<(Tr
     let mut dirs: Vec<PathBuf> = Vec::new();
     for (i, l) in layers.iter().enumerate() {
         let out = dir.path().join(format!("l{}", i + 1));
-        let mut b = ApplyBuilder::new(Mode::Overlay).userxattr(userxattr);
+        let mut b = ApplyBuilder::new(Mode::Overlay).xattr_namespace(if userxattr {
+            XattrNamespace::User
+        } else {
+            XattrNamespace::Trusted
+        });
         for parent in dirs.iter().rev() {
             b = b.parent(parent);
         }

@@ -28,7 +28,7 @@ fn specs(blobs: &[Blob]) -> Vec<LayerSpec<'_>> {
 }
 
 fn seq() -> UnpackOptions {
-    UnpackOptions { jobs: 1, userxattr: false }
+    UnpackOptions { jobs: 1, xattrs: None }
 }
 
 fn three_layers() -> Vec<Blob> {
@@ -287,7 +287,7 @@ fn parallel_unpack_gives_the_same_snapshots_as_sequential() {
     blobs.extend(big_image(&tmp.path().join("image")));
     let trees = |jobs: usize| {
         let store = Store::open(tmp.path().join(format!("store-{jobs}"))).expect("open");
-        let out = store.unpack(&specs(&blobs), UnpackOptions { jobs, userxattr: false }, &|_| {}).expect("unpack");
+        let out = store.unpack(&specs(&blobs), UnpackOptions { jobs, xattrs: None }, &|_| {}).expect("unpack");
         out.chains
             .iter()
             .map(|c| {
@@ -312,9 +312,8 @@ fn parallel_unpack_failure_commits_the_layers_below_and_nothing_else() {
     blobs.push(Blob::gzip(layer(&[(Entry::file("x", 0o644), b"x")])));
     let mid = blobs[1].blob.len() / 2;
     blobs[1].blob[mid] ^= 0x55;
-    let err = store
-        .unpack(&specs(&blobs), UnpackOptions { jobs: 3, userxattr: false }, &|_| {})
-        .expect_err("corrupt layer 2");
+    let err =
+        store.unpack(&specs(&blobs), UnpackOptions { jobs: 3, xattrs: None }, &|_| {}).expect_err("corrupt layer 2");
     assert!(err.to_string().starts_with("layer 2/4"), "{err}");
     assert_eq!(store.walk().expect("walk").len(), 1, "only the layer below the bad one");
     assert_eq!(

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use serde_json::json;
+use strata_core::ovl::XattrNamespace;
 use strata_core::{ApplyBuilder, ApplyReport, Digest, Mode};
 
 use super::progress;
@@ -62,7 +63,8 @@ pub fn run(args: ApplyArgs) -> anyhow::Result<()> {
         ModeArg::Flat => Mode::Flat,
         ModeArg::Overlay => Mode::Overlay,
     };
-    let mut builder = ApplyBuilder::new(mode).userxattr(args.userxattr);
+    let xattrs = if args.userxattr { XattrNamespace::User } else { XattrNamespace::Trusted };
+    let mut builder = ApplyBuilder::new(mode).xattr_namespace(xattrs);
     for parent in &args.parents {
         builder = builder.parent(parent);
     }

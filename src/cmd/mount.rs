@@ -76,7 +76,7 @@ fn mount_spec(spec: &MountSpec, target: &Path, driver: Driver, root: bool) -> an
         mount_fuse(spec, target, root, true)?;
         return Ok("strata-fuse");
     }
-    let plan = MountPlan::new(spec, &OverlayOptions::default(), target, !root)?;
+    let plan = MountPlan::new(spec, &OverlayOptions::default(), target)?;
     KernelMounter.mount(&plan, target)?;
     Ok(match plan {
         MountPlan::Bind { .. } => "bind mount",
@@ -144,9 +144,8 @@ pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
         platform: args.platform.clone().unwrap_or_else(Platform::host),
     };
     let image = Image::open(&args.image, &selector)?;
-    // Without root, opaque dirs go in user.overlay.* (trusted.* needs CAP_SYS_ADMIN);
-    // strata-fuse reads both forms.
-    let outcome = store_image(&store, &image, &image.name, args.jobs, !host.root, false)?;
+    // Layers go in the store's own xattr namespace (user.overlay.* without root).
+    let outcome = store_image(&store, &image, &image.name, args.jobs, None, false)?;
     let top = outcome.chains.last().map(ToString::to_string);
 
     forget_stale_mounts(&store)?;

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context as _, bail};
+use strata_core::ovl::XattrNamespace;
 use strata_core::store::MountSpec;
 
 /// `lowerdir=...,upperdir=...,workdir=...` for `spec`, escaping `:` and `,` in paths.
@@ -19,6 +20,9 @@ pub fn fuse_options(spec: &MountSpec, root: bool) -> String {
     }
     if spec.read_only {
         opts.push("ro".into());
+    }
+    if spec.xattrs == XattrNamespace::User {
+        opts.push("userxattr".into());
     }
     if root {
         // A root filesystem needs its device nodes and setuid programs to work.

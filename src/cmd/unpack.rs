@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
+use strata_core::ovl::XattrNamespace;
 use strata_core::store::{ImageRecord, LayerEvent, LayerSpec, Store, UnpackOptions, UnpackOutcome};
 use strata_core::{ApplyBuilder, Mode};
 use strata_image::{Image, Platform, Selector};
@@ -43,7 +44,9 @@ pub struct UnpackArgs {
     /// Record the image in the store under this name (default: its reference).
     #[arg(long, value_name = "NAME", conflicts_with = "to")]
     name: Option<String>,
-    /// Write rootless overlay form (`user.overlay.opaque`) for `userxattr` mounts.
+    /// Write overlay markers in `user.overlay.*` (overlayfs's `userxattr`, rootless
+    /// mounts). The default is the store's own namespace: `trusted` as root, `user`
+    /// otherwise. Recorded per layer; a later mount moves markers to the namespace it reads.
     #[arg(long)]
     userxattr: bool,
     /// Layers unpacked at once [default: the number of CPUs].
@@ -178,7 +181,8 @@ fn unpack_into_store(args: &UnpackArgs, root: &RootArgs, image: &Image) -> anyho
     let started = Instant::now();
     let total = image.layers.len();
     let name = args.name.clone().unwrap_or_else(|| image.name.clone());
-    let outcome = store_image(&store, image, &name, args.jobs, args.userxattr, args.json)?;
+    let outcome =
+        store_image(&store, image, &name, args.jobs, args.userxattr.then_some(XattrNamespace::User), args.json)?;
     let top = outcome.chains.last().map(ToString::to_string);
     let elapsed = started.elapsed().as_secs_f64();
     let unpacked: Vec<_> = outcome.reports.iter().flatten().collect();
@@ -221,7 +225,7 @@ pub fn store_image(
     image: &Image,
     name: &str,
     jobs: Option<u16>,
-    userxattr: bool,
+    xattrs: Option<XattrNamespace>,
     quiet: bool,
 ) -> anyhow::Result<UnpackOutcome> {
     let total = image.layers.len();
@@ -238,7 +242,7 @@ pub fn store_image(
             }),
         })
         .collect();
-    let mut options = UnpackOptions { userxattr, ..UnpackOptions::default() };
+    let mut options = UnpackOptions { xattrs, ..UnpackOptions::default() };
     if let Some(jobs) = jobs {
         options.jobs = usize::from(jobs);
     }

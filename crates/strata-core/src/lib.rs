@@ -48,6 +48,7 @@
 mod apply;
 mod digest;
 mod error;
+pub mod ovl;
 pub mod path;
 pub mod store;
 mod stream;

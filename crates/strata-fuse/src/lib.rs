@@ -74,14 +74,9 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-/// Which xattr namespace marks opaque dirs and hides the overlay's own xattrs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum XattrNamespace {
-    /// `trusted.overlay.*`: what privileged kernel overlayfs uses.
-    Trusted,
-    /// `user.overlay.*`: what overlayfs uses with `userxattr` (rootless).
-    User,
-}
+/// Which xattr namespace marks opaque dirs and hides the overlay's own xattrs: the one
+/// definition in strata-core, shared with the apply engine, the store and the mounts.
+pub use strata_core::ovl::XattrNamespace;
 
 /// What to mount.
 #[derive(Debug, Clone)]
@@ -186,10 +181,7 @@ impl UnionConfig {
     /// Opens the layers and builds the filesystem, without mounting it.
     fn build(&self) -> Result<(fs::StrataFs, WriteForms, bool)> {
         self.check()?;
-        let prefix = match self.xattrs {
-            XattrNamespace::Trusted => "trusted.overlay.",
-            XattrNamespace::User => "user.overlay.",
-        };
+        let prefix = self.xattrs.prefix();
         let mut layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), prefix)
             .map_err(Error::Layers)?;
         if self.aufs_whiteouts {

@@ -15,8 +15,14 @@
 //! use strata_core::store::MountSpec;
 //! use strata_overlay::{MountPlan, Mounter, OverlayOptions, RecordingMounter};
 //!
-//! let spec = MountSpec { lowers: vec!["/s/2/fs".into(), "/s/1/fs".into()], upper: None, work: None, read_only: true };
-//! let plan = MountPlan::new(&spec, &OverlayOptions::default(), "/mnt".as_ref(), false)?;
+//! let spec = MountSpec {
+//!     lowers: vec!["/s/2/fs".into(), "/s/1/fs".into()],
+//!     upper: None,
+//!     work: None,
+//!     read_only: true,
+//!     xattrs: strata_core::ovl::XattrNamespace::Trusted,
+//! };
+//! let plan = MountPlan::new(&spec, &OverlayOptions::default(), "/mnt".as_ref())?;
 //! let fake = RecordingMounter::default();
 //! fake.mount(&plan, "/mnt".as_ref())?;
 //! assert_eq!(plan.legacy_options(None)?, "lowerdir=/s/2/fs:/s/1/fs,index=off");

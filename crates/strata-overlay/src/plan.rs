@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use strata_core::ovl::XattrNamespace;
 use strata_core::store::MountSpec;
 
 use crate::error::{Error, Result};
@@ -12,8 +13,6 @@ pub const MAX_LOWERS: usize = 500;
 /// Options beyond containerd's defaults, each only on request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OverlayOptions {
-    /// Use `user.overlay.*` xattrs (rootless); also forced when not root.
-    pub userxattr: bool,
     /// `volatile`: no syncs to the upper dir (fast, unsafe across crashes).
     pub volatile: bool,
     /// `redirect_dir=on`: directory renames without EXDEV.
@@ -46,11 +45,12 @@ pub enum MountPlan {
 impl MountPlan {
     /// Plans `spec` the way containerd does: a bind mount for a single layer or for an
     /// active snapshot with no parents, else overlayfs with `index=off` (plus
-    /// `userxattr` when rootless, other options only on request).
+    /// `userxattr` when the spec's layers keep their markers in `user.overlay.*`, other
+    /// options only on request).
     ///
     /// # Errors
     /// Nothing to mount, or more than [`MAX_LOWERS`] layers.
-    pub fn new(spec: &MountSpec, options: &OverlayOptions, target: &Path, rootless: bool) -> Result<MountPlan> {
+    pub fn new(spec: &MountSpec, options: &OverlayOptions, target: &Path) -> Result<MountPlan> {
         let fail = |reason: String| Error::Plan { target: target.to_owned(), reason };
         if spec.lowers.len() > MAX_LOWERS {
             return Err(fail(format!(
@@ -70,7 +70,7 @@ impl MountPlan {
             _ => {}
         }
         let mut opts: Vec<(String, Option<String>)> = vec![("index".into(), Some("off".into()))];
-        if options.userxattr || rootless {
+        if spec.xattrs == XattrNamespace::User {
             opts.push(("userxattr".into(), None));
         }
         if options.redirect_dir {
@@ -125,6 +125,7 @@ mod tests {
             upper: upper.then(|| PathBuf::from("/s/up/fs")),
             work: upper.then(|| PathBuf::from("/s/up/work")),
             read_only,
+            xattrs: XattrNamespace::Trusted,
         }
     }
 
@@ -133,27 +134,28 @@ mod tests {
         let t = Path::new("/mnt");
         let none = OverlayOptions::default();
         assert_eq!(
-            MountPlan::new(&spec(&[], true, false), &none, t, false).expect("plan"),
+            MountPlan::new(&spec(&[], true, false), &none, t).expect("plan"),
             MountPlan::Bind { source: "/s/up/fs".into(), read_only: false }
         );
         assert_eq!(
-            MountPlan::new(&spec(&["/s/1/fs"], false, true), &none, t, false).expect("plan"),
+            MountPlan::new(&spec(&["/s/1/fs"], false, true), &none, t).expect("plan"),
             MountPlan::Bind { source: "/s/1/fs".into(), read_only: true }
         );
         let MountPlan::Overlay { lowers, upper, options } =
-            MountPlan::new(&spec(&["/s/2/fs", "/s/1/fs"], true, false), &none, t, false).expect("plan")
+            MountPlan::new(&spec(&["/s/2/fs", "/s/1/fs"], true, false), &none, t).expect("plan")
         else {
             panic!("expected overlay");
         };
         assert_eq!(lowers, [PathBuf::from("/s/2/fs"), PathBuf::from("/s/1/fs")], "top-most first, as given");
         assert!(upper.is_some());
         assert_eq!(options, [("index".to_owned(), Some("off".to_owned()))], "only index=off by default");
-        let rootless = MountPlan::new(&spec(&["/a", "/b"], false, true), &none, t, true).expect("plan");
+        let user = MountSpec { xattrs: XattrNamespace::User, ..spec(&["/a", "/b"], false, true) };
+        let rootless = MountPlan::new(&user, &none, t).expect("plan");
         assert!(
             matches!(&rootless, MountPlan::Overlay { options, .. } if options.iter().any(|(k, _)| k == "userxattr"))
         );
-        let all = OverlayOptions { userxattr: false, volatile: true, redirect_dir: true, metacopy: true };
-        let plan = MountPlan::new(&spec(&["/a", "/b"], true, false), &all, t, false).expect("plan");
+        let all = OverlayOptions { volatile: true, redirect_dir: true, metacopy: true };
+        let plan = MountPlan::new(&spec(&["/a", "/b"], true, false), &all, t).expect("plan");
         assert_eq!(
             plan.legacy_options(None).expect("options"),
             "lowerdir=/a:/b,upperdir=/s/up/fs,workdir=/s/up/work,index=off,redirect_dir=on,metacopy=on,volatile"
@@ -164,14 +166,14 @@ mod tests {
     fn refuses_what_cannot_mount() {
         let t = Path::new("/mnt");
         let none = OverlayOptions::default();
-        assert!(MountPlan::new(&spec(&[], false, true), &none, t, false).is_err());
+        assert!(MountPlan::new(&spec(&[], false, true), &none, t).is_err());
         let many: Vec<String> = (0..=MAX_LOWERS).map(|i| format!("/l{i}")).collect();
         let many: Vec<&str> = many.iter().map(String::as_str).collect();
-        let err = MountPlan::new(&spec(&many, false, true), &none, t, false).expect_err("too many").to_string();
+        let err = MountPlan::new(&spec(&many, false, true), &none, t).expect_err("too many").to_string();
         assert!(err.contains("exceed the kernel's overlayfs limit of 500"), "{err}");
-        let bad = MountPlan::new(&spec(&["/a:b", "/c"], false, true), &none, t, false).expect("plan");
+        let bad = MountPlan::new(&spec(&["/a:b", "/c"], false, true), &none, t).expect("plan");
         assert!(bad.legacy_options(None).is_err());
-        let rel = MountPlan::new(&spec(&["/s/2/fs", "/s/1/fs"], false, true), &none, t, false).expect("plan");
+        let rel = MountPlan::new(&spec(&["/s/2/fs", "/s/1/fs"], false, true), &none, t).expect("plan");
         assert_eq!(rel.legacy_options(Some(Path::new("/s"))).expect("relative"), "lowerdir=2/fs:1/fs,index=off");
     }
 }

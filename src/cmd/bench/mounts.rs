@@ -59,7 +59,7 @@ impl RunHooks for MountHooks {
         std::fs::create_dir_all(mnt(scratch))?;
         match self.driver {
             Driver::Kernel => {
-                let plan = MountPlan::new(&spec, &OverlayOptions::default(), &mnt(scratch), false)?;
+                let plan = MountPlan::new(&spec, &OverlayOptions::default(), &mnt(scratch))?;
                 KernelMounter.mount(&plan, &mnt(scratch))?;
             }
             Driver::FuseOverlayfs => fuse_overlayfs(&spec, &mnt(scratch))?,

@@ -24,6 +24,7 @@ pub use report::ApplyReport;
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::ovl::XattrNamespace;
 use crate::stream;
 use crate::sys;
 use crate::tar::Reader;
@@ -52,7 +53,7 @@ pub enum DevicePolicy {
 pub struct ApplyBuilder {
     mode: Mode,
     parents: Vec<PathBuf>,
-    userxattr: bool,
+    xattrs: XattrNamespace,
     diff_id: Option<Digest>,
     digest: Option<Digest>,
     same_owner: Option<bool>,
@@ -66,7 +67,7 @@ impl ApplyBuilder {
         ApplyBuilder {
             mode,
             parents: Vec::new(),
-            userxattr: false,
+            xattrs: XattrNamespace::Trusted,
             diff_id: None,
             digest: None,
             same_owner: None,
@@ -91,10 +92,11 @@ impl ApplyBuilder {
         self
     }
 
-    /// Writes `user.overlay.opaque` instead of `trusted.overlay.opaque` (rootless
-    /// overlayfs with the `userxattr` mount option).
-    pub fn userxattr(mut self, yes: bool) -> Self {
-        self.userxattr = yes;
+    /// The namespace overlay form writes its markers in (default
+    /// [`XattrNamespace::Trusted`]; [`XattrNamespace::User`] for overlayfs's `userxattr`
+    /// option, i.e. rootless mounts).
+    pub fn xattr_namespace(mut self, xattrs: XattrNamespace) -> Self {
+        self.xattrs = xattrs;
         self
     }
 
@@ -138,7 +140,7 @@ impl ApplyBuilder {
         Ok(Applier {
             mode: self.mode,
             parents: self.parents,
-            opaque_xattr: if self.userxattr { "user.overlay.opaque" } else { "trusted.overlay.opaque" },
+            opaque_xattr: self.xattrs.opaque_key(),
             diff_id: self.diff_id,
             digest: self.digest,
             same_owner,

@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::model::{ImageRecord, Info, Kind, MountRecord};
 use crate::error::{Error, Result};
+use crate::ovl::XattrNamespace;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -31,6 +32,13 @@ CREATE TABLE IF NOT EXISTS labels (
     name TEXT NOT NULL,
     value TEXT NOT NULL,
     PRIMARY KEY (key, name)
+);
+-- The xattr namespace each snapshot's overlay markers are in (crate::ovl). A row is
+-- absent for snapshots written before it was recorded: those are in the namespace the
+-- store's owner writes (trusted for root, user otherwise).
+CREATE TABLE IF NOT EXISTS xattr_ns (
+    key TEXT PRIMARY KEY REFERENCES snapshots(key) ON DELETE CASCADE ON UPDATE CASCADE,
+    ns TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS mounts (
     target TEXT PRIMARY KEY,
@@ -133,6 +141,25 @@ pub(crate) fn insert(tx: &Transaction<'_>, info: &Info, dir: &str) -> Result<()>
     )
     .map_err(err("insert snapshot"))?;
     set_labels(tx, &info.key, &info.labels)
+}
+
+/// Records the xattr namespace of snapshot `key`.
+pub(crate) fn set_ns(tx: &Transaction<'_>, key: &str, ns: XattrNamespace) -> Result<()> {
+    tx.execute(
+        "INSERT INTO xattr_ns (key, ns) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET ns = ?2",
+        params![key, ns.name()],
+    )
+    .map_err(err("record xattr namespace"))?;
+    Ok(())
+}
+
+/// The recorded xattr namespace of snapshot `key` (`None`: written before it was kept).
+pub(crate) fn get_ns(conn: &Connection, key: &str) -> Result<Option<XattrNamespace>> {
+    let name: Option<String> = conn
+        .query_row("SELECT ns FROM xattr_ns WHERE key = ?1", params![key], |r| r.get(0))
+        .optional()
+        .map_err(err("read xattr namespace"))?;
+    Ok(name.as_deref().and_then(XattrNamespace::parse))
 }
 
 pub(crate) fn set_labels(tx: &Transaction<'_>, key: &str, labels: &BTreeMap<String, String>) -> Result<()> {

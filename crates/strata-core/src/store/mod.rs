@@ -39,6 +39,7 @@ pub use unpack::{LayerEvent, LayerSpec, UnpackOptions, UnpackOutcome};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::ovl::{self, XattrNamespace};
 use crate::sys;
 
 /// What [`Store::cleanup`] removed.
@@ -55,6 +56,8 @@ pub struct Cleanup {
 pub struct Store {
     root: PathBuf,
     conn: Mutex<Connection>,
+    /// The namespace this store's layers are written and mounted in (see `crate::ovl`).
+    native: XattrNamespace,
 }
 
 fn io(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
@@ -74,7 +77,7 @@ impl Store {
         let root = root.into();
         root::secure(&root)?;
         let conn = db::open(&root.join("metadata.db"))?;
-        let store = Store { root, conn: Mutex::new(conn) };
+        let store = Store { root, conn: Mutex::new(conn), native: XattrNamespace::native() };
         store.cleanup()?;
         Ok(store)
     }
@@ -196,7 +199,9 @@ impl Store {
                 updated: now,
                 root_opaque: false,
             };
-            db::insert(tx, &info, &token)
+            db::insert(tx, &info, &token)?;
+            // An upper dir gets the markers of the mount that writes it.
+            db::set_ns(tx, key, self.native)
         })?;
         self.mounts(key)
     }
@@ -306,14 +311,18 @@ impl Store {
         db::all_keys(&conn)?.iter().filter_map(|k| db::get(&conn, k).transpose()).map(|r| r.map(|r| r.info)).collect()
     }
 
-    /// How to mount snapshot `key`.
+    /// How to mount snapshot `key`. Every dir of the stack is first brought into the
+    /// store's namespace ([`XattrNamespace::native`]): a layer unpacked with the other one
+    /// (`strata unpack --userxattr` as root) has its overlay markers moved and recorded,
+    /// since a mount reading one namespace ignores the other's opaque dirs.
     ///
     /// # Errors
-    /// It or one of its parents does not exist.
+    /// It or one of its parents does not exist; a layer's markers cannot be moved.
     pub fn mounts(&self, key: &str) -> Result<MountSpec> {
         let row = self.row(key)?;
         let own = self.snapshots_root().join(&row.dir);
         let mut lowers = Vec::new();
+        let mut stack = vec![(row.info.key.clone(), own.join("fs"))];
         if row.info.kind == Kind::Committed {
             lowers.push(own.join("fs"));
         }
@@ -321,17 +330,38 @@ impl Store {
         let mut next = row.info.parent.clone();
         while let (Some(parent), false) = (next, stop) {
             let p = self.row(&parent)?;
-            lowers.push(self.snapshots_root().join(&p.dir).join("fs"));
+            let dir = self.snapshots_root().join(&p.dir).join("fs");
+            lowers.push(dir.clone());
+            stack.push((parent, dir));
             // overlayfs ignores a layer root's opaque xattr: stop the stack here instead.
             stop = p.info.root_opaque;
             next = p.info.parent;
         }
+        for (key, dir) in &stack {
+            self.ensure_namespace(key, dir)?;
+        }
+        let xattrs = self.native;
         Ok(match row.info.kind {
-            Kind::Active => {
-                MountSpec { lowers, upper: Some(own.join("fs")), work: Some(own.join("work")), read_only: false }
-            }
-            Kind::View | Kind::Committed => MountSpec { lowers, upper: None, work: None, read_only: true },
+            Kind::Active => MountSpec {
+                lowers,
+                upper: Some(own.join("fs")),
+                work: Some(own.join("work")),
+                read_only: false,
+                xattrs,
+            },
+            Kind::View | Kind::Committed => MountSpec { lowers, upper: None, work: None, read_only: true, xattrs },
         })
+    }
+
+    /// Moves snapshot `key`'s overlay markers into the store's namespace if it was
+    /// written in the other one, and records that. Idempotent if interrupted.
+    fn ensure_namespace(&self, key: &str, dir: &Path) -> Result<()> {
+        let recorded = db::get_ns(&self.conn(), key)?;
+        if recorded.is_none_or(|ns| ns == self.native) {
+            return Ok(());
+        }
+        ovl::convert_tree(dir, self.native).map_err(io("move overlay xattrs to the store's namespace", dir))?;
+        self.write("record xattr namespace", |tx| db::set_ns(tx, key, self.native))
     }
 
     /// The lower dirs (top-most first) of committed `key`, given those of its parent:

@@ -1,5 +1,6 @@
 //! What the store hands out: snapshot info, mount specs, usage, image records.
 
+use crate::ovl::XattrNamespace;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
@@ -71,6 +72,9 @@ pub struct MountSpec {
     pub work: Option<PathBuf>,
     /// Whether the mount is read-only.
     pub read_only: bool,
+    /// The namespace every dir of the stack keeps its overlay markers in: a kernel
+    /// mount needs `userxattr` for [`XattrNamespace::User`], strata-fuse writes in it.
+    pub xattrs: XattrNamespace,
 }
 
 /// Disk use of one snapshot's own dir.

@@ -12,6 +12,7 @@ use super::staging::Staging;
 use crate::apply::{ApplyBuilder, ApplyReport, Mode};
 use crate::digest::Digest;
 use crate::error::{Error, Result};
+use crate::ovl::XattrNamespace;
 use crate::sys;
 
 /// Opens a layer blob for reading.
@@ -61,13 +62,14 @@ pub struct UnpackOutcome {
 pub struct UnpackOptions {
     /// Layers applied at once (each also decompresses on its own thread).
     pub jobs: usize,
-    /// Write `user.overlay.opaque` (rootless overlayfs) instead of `trusted.`.
-    pub userxattr: bool,
+    /// The namespace to write overlay markers in (`None`: the store's, which is what
+    /// its mounts read; `trusted` as root, `user` otherwise). Recorded per snapshot.
+    pub xattrs: Option<XattrNamespace>,
 }
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        UnpackOptions { jobs: std::thread::available_parallelism().map_or(1, |n| n.get()), userxattr: false }
+        UnpackOptions { jobs: std::thread::available_parallelism().map_or(1, |n| n.get()), xattrs: None }
     }
 }
 
@@ -95,6 +97,7 @@ impl Store {
         options: UnpackOptions,
         on_event: &(dyn Fn(LayerEvent<'_>) + Sync),
     ) -> Result<UnpackOutcome> {
+        let xattrs = options.xattrs.unwrap_or(self.native);
         let mut chains: Vec<Digest> = Vec::with_capacity(layers.len());
         for layer in layers {
             let chain = Digest::chain(chains.last(), &layer.diff_id);
@@ -122,7 +125,7 @@ impl Store {
                             break;
                         }
                         on_event(LayerEvent::Started { index, chain: &chains[index] });
-                        let staged = self.stage(&layers[index], &[], options.userxattr, true);
+                        let staged = self.stage(&layers[index], &[], xattrs, true);
                         *lock(&slots[index]) = Some(staged);
                         ready.notify_all();
                     }
@@ -149,10 +152,10 @@ impl Store {
                         slot.take().unwrap_or_else(|| Err(Error::Options("layer result missing".into())))
                     } else {
                         on_event(LayerEvent::Started { index, chain });
-                        self.stage(layer, &below, options.userxattr, false)
+                        self.stage(layer, &below, xattrs, false)
                     };
                     let report = self
-                        .finish_and_commit(staged, chain, parent, &below, options.userxattr)
+                        .finish_and_commit(staged, chain, parent, &below, xattrs)
                         .map_err(|e| layer_error(index, layers.len(), layer, e))?;
                     on_event(LayerEvent::Committed { index, chain, report: &report });
                     reports.push(Some(report));
@@ -177,11 +180,11 @@ impl Store {
 
     /// Applies a layer into a fresh staging dir: with its committed parents' dirs
     /// (top-most first), or deferring the lower-layer work (parallel unpack).
-    fn stage(&self, layer: &LayerSpec<'_>, parents: &[PathBuf], userxattr: bool, defer: bool) -> Staged {
+    fn stage(&self, layer: &LayerSpec<'_>, parents: &[PathBuf], xattrs: XattrNamespace, defer: bool) -> Staged {
         let staging = Staging::create(&self.staging_root())?;
         let result = (|| {
             let mut builder = ApplyBuilder::new(Mode::Overlay)
-                .userxattr(userxattr)
+                .xattr_namespace(xattrs)
                 .expect_diff_id(layer.diff_id.clone())
                 .defer_lower(defer);
             if let Some(digest) = &layer.digest {
@@ -213,12 +216,12 @@ impl Store {
         chain: &Digest,
         parent: Option<&Digest>,
         parents: &[PathBuf],
-        userxattr: bool,
+        xattrs: XattrNamespace,
     ) -> Result<ApplyReport> {
         let (staging, report) = staged?;
         let finished = (|| {
             if !report.deferred.is_empty() {
-                let applier = ApplyBuilder::new(Mode::Overlay).userxattr(userxattr).defer_lower(true).build()?;
+                let applier = ApplyBuilder::new(Mode::Overlay).xattr_namespace(xattrs).defer_lower(true).build()?;
                 applier.resolve_deferred(&staging.fs(), parents, &report.deferred)?;
             }
             Ok(())
@@ -227,7 +230,7 @@ impl Store {
             staging.discard()?;
             return Err(err);
         }
-        self.commit_staged(staging, chain, parent, report.root_opaque)?;
+        self.commit_staged(staging, chain, parent, report.root_opaque, xattrs)?;
         Ok(report)
     }
 
@@ -239,6 +242,7 @@ impl Store {
         chain: &Digest,
         parent: Option<&Digest>,
         root_opaque: bool,
+        xattrs: XattrNamespace,
     ) -> Result<()> {
         let fs = staging.fs();
         sys::sync_filesystem(&fs).map_err(|source| Error::Io { op: "syncfs", path: fs.clone(), source })?;
@@ -269,6 +273,7 @@ impl Store {
                     root_opaque,
                 };
                 db::insert(tx, &info, &staging.token)?;
+                db::set_ns(tx, &key, xattrs)?;
                 Ok(true)
             })?;
         if !committed {

@@ -9,9 +9,9 @@
 use std::io::Cursor;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use strata::core::store::{LayerSpec, Store, UnpackOptions};
 use strata::core::{Digest, Hasher};
 use strata::overlay::{KernelMounter, MountPlan, Mounter, OverlayOptions};
+use strata::store::{LayerSpec, Store, UnpackOptions};
 
 #[path = "../src/cmd/bench/workload.rs"]
 mod workload;

@@ -11,8 +11,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use strata::core::store::{LayerEvent, Store, UnpackOptions};
 use strata::image::{Image, Selector};
+use strata::store::{LayerEvent, Store, UnpackOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -26,7 +26,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // 2. Unpack every layer into a committed snapshot keyed by its ChainID. Layers that
     //    are already there (shared with another image) are reused, not unpacked again.
     let store = Store::open(&root)?;
-    let layers = image.layer_specs();
+    let layers = strata::rootfs::layer_specs(&image, None);
     let report = |event: LayerEvent<'_>| match event {
         LayerEvent::Reused { index, chain } => println!("  layer {} reused     {chain}", index + 1),
         LayerEvent::Started { .. } => {}

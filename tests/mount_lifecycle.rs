@@ -210,3 +210,36 @@ fn xattr_of(path: &Path, key: &str) -> Option<Vec<u8>> {
     buf.truncate(n);
     Some(buf)
 }
+
+/// The mount flow as a library (what an embedding runtime calls): the same rules as the
+/// CLI, without a process in between.
+#[test]
+fn privileged_the_library_mount_flow_mounts_refuses_a_second_claim_and_unmounts() {
+    use strata::rootfs::{Driver, MountOptions, MountedWith, Progress, UnmountOptions, mount_image, unmount};
+    if !require_privileged("privileged_the_library_mount_flow_mounts_refuses_a_second_claim_and_unmounts") {
+        return;
+    }
+    let f = Fixture::new();
+    let store = strata::store::Store::open(f.path("root")).expect("store");
+    let image = strata::image::Image::open(&f.path("image"), &Default::default()).expect("image");
+    let options = MountOptions { driver: Driver::Overlay, name: Some("ctr".into()), ..MountOptions::default() };
+    let mounted = mount_image(&store, &image, &f.path("a"), &options, &Progress::none()).expect("mount");
+    let _guard = MountGuard(mounted.target.clone());
+    assert_eq!(mounted.how, MountedWith::Overlay);
+    assert_eq!(mounted.key.as_deref(), Some("ctr"));
+    assert_eq!(std::fs::read(mounted.target.join("etc/os-release")).expect("read"), b"ID=demo\n");
+    std::fs::write(mounted.target.join("written"), b"kept").expect("write");
+
+    let err = mount_image(&store, &image, &f.path("b"), &options, &Progress::none()).expect_err("second claim");
+    assert!(err.to_string().contains(s(&mounted.target)), "names the first mount: {err}");
+    assert!(!strata_overlay_mounted(&f.path("b")));
+
+    let done = unmount(&store, &mounted.target, UnmountOptions::default()).expect("unmount");
+    assert!(done.was_mounted && done.removed_layer.is_none());
+    let again = mount_image(&store, &image, &f.path("b"), &options, &Progress::none()).expect("remount");
+    let _guard_b = MountGuard(again.target.clone());
+    assert_eq!(std::fs::read(again.target.join("written")).expect("kept"), b"kept");
+    let done = unmount(&store, &again.target, UnmountOptions { remove_layer: true, lazy: false }).expect("unmount");
+    assert_eq!(done.removed_layer.as_deref(), Some("ctr"));
+    assert!(store.stat("ctr").is_err());
+}

@@ -5,9 +5,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use strata::core::store::{Kind, LayerSpec, Store, UnpackOptions};
+use strata::core::Digest;
 use strata::core::tar::Entry;
-use strata::core::{Digest, Error};
+use strata::store::Error;
+use strata::store::{Kind, LayerSpec, Store, UnpackOptions};
 
 use crate::util::images::{self, Blob};
 use crate::util::{Tree, apply_overlay, e, layer};
@@ -146,7 +147,7 @@ fn cleanup_on_open_removes_orphans_and_abandoned_staging_only() {
     std::fs::create_dir_all(path.join("snapshots/orphan/fs")).expect("mkdir");
     std::fs::create_dir_all(path.join("staging/dead/fs/etc")).expect("mkdir");
     // A live staging dir (held by a Store in this process) must survive.
-    let live = strata::core::store::Staging::create_in(&store).expect("stage");
+    let live = strata::store::Staging::create_in(&store).expect("stage");
     let cleaned = Store::open(&path).expect("reopen").cleanup().expect("cleanup");
     assert_eq!((cleaned.orphan_dirs, cleaned.staging_dirs), (0, 0), "the reopen already cleaned");
     assert!(!path.join("snapshots/orphan").exists() && !path.join("staging/dead").exists());

@@ -4,8 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use strata::core::Error;
-use strata::core::store::Store;
+use strata::store::Error;
+use strata::store::Store;
 
 use crate::util::{Tree, require_privileged};
 
@@ -21,8 +21,8 @@ fn victim(dir: &Path) -> Tree {
 
 fn refused(root: &Path, want: &str) {
     match Store::open(root) {
-        Err(err @ Error::UnsafeStoreRoot { .. }) => assert!(err.to_string().contains(want), "{err}"),
-        Err(other) => panic!("expected UnsafeStoreRoot ({want}), got {other}"),
+        Err(err @ Error::UnsafeRoot { .. }) => assert!(err.to_string().contains(want), "{err}"),
+        Err(other) => panic!("expected UnsafeRoot ({want}), got {other}"),
         Ok(_) => panic!("opened {} although {want}", root.display()),
     }
 }

@@ -4,7 +4,6 @@ mod apply;
 mod bench;
 mod images;
 mod mount;
-pub(crate) mod mount_fuse;
 mod progress;
 mod snapshots;
 pub(crate) mod store;

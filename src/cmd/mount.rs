@@ -1,19 +1,17 @@
 //! `strata mount`, `strata umount`, `strata ps`, `strata info`.
 
-use std::collections::BTreeMap;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use serde_json::json;
-use strata_core::store::{Kind, MountRecord, MountSpec, Store};
+use strata::rootfs::{self, FuseDaemon, MountOptions, UnmountOptions};
 use strata_image::{Image, Platform, Selector};
-use strata_overlay::{HostFeatures, KernelMounter, MountPlan, Mounter, OverlayOptions, is_mount_point};
+use strata_overlay::{HostFeatures, is_mount_point};
 
-use super::mount_fuse::mount_fuse;
+use super::progress;
 use super::store::RootArgs;
-use super::unpack::store_image;
 
 /// Mount an image's root filesystem at TARGET.
 ///
@@ -34,7 +32,7 @@ pub struct MountArgs {
     /// `overlay` (kernel overlayfs), `fuse` (strata-fuse, userspace), or `auto` (overlay
     /// when it works here, else fuse; says which).
     #[arg(long, value_enum, default_value = "auto")]
-    driver: Driver,
+    driver: rootfs::Driver,
     /// Name of the container's writable layer (default: derived from TARGET).
     #[arg(long)]
     name: Option<String>,
@@ -53,187 +51,42 @@ pub struct MountArgs {
     target: PathBuf,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Driver {
-    Auto,
-    Overlay,
-    Fuse,
-}
-
-/// The default writable-layer name for a mount point: `mount:` + its canonical path.
-fn default_name(target: &Path) -> String {
-    format!("mount:{}", target.display())
-}
-
-/// The view snapshot a read-only mount holds: `view:` + its canonical path.
-fn view_name(target: &Path) -> String {
-    format!("view:{}", target.display())
-}
-
-/// Mounts `spec` at `target`; says how.
-fn mount_spec(spec: &MountSpec, target: &Path, driver: Driver, root: bool) -> anyhow::Result<&'static str> {
-    if driver == Driver::Fuse {
-        mount_fuse(spec, target, root, true)?;
-        return Ok("strata-fuse");
-    }
-    let plan = MountPlan::new(spec, &OverlayOptions::default(), target)?;
-    KernelMounter.mount(&plan, target)?;
-    Ok(match plan {
-        MountPlan::Bind { .. } => "bind mount",
-        MountPlan::Overlay { .. } => "overlayfs",
-    })
-}
-
-/// Forgets the records of mounts that are gone (a plain `umount`, a reboot) and the
-/// views they held, so their snapshots are free again.
-fn forget_stale_mounts(store: &Store) -> anyhow::Result<()> {
-    for record in store.mount_records()? {
-        if !is_mount_point(Path::new(&record.target)) {
-            release(store, &record, false)?;
-        }
-    }
-    Ok(())
-}
-
-/// Drops a mount's record and the view a read-only mount held; with `remove_layer`, the
-/// writable layer too. Returns the writable layer removed, if any.
-fn release(store: &Store, record: &MountRecord, remove_layer: bool) -> anyhow::Result<Option<String>> {
-    store.forget_mount(&record.target)?;
-    match &record.key {
-        Some(key) if record.read_only => {
-            if store.stat(key).is_ok() {
-                store.remove(key)?;
-            }
-            Ok(None)
-        }
-        Some(key) if remove_layer && store.stat(key).is_ok() => {
-            store.remove(key)?;
-            Ok(Some(key.clone()))
-        }
-        _ => Ok(None),
-    }
-}
-
 pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
     let started = Instant::now();
-    // Mount targets are never followed: a symlink there could point anywhere.
-    if std::fs::symlink_metadata(&args.target).is_ok_and(|m| m.file_type().is_symlink()) {
-        bail!("mount target {} is a symlink; strata mounts only onto a real directory", args.target.display());
-    }
-    if !args.target.exists() {
-        std::fs::create_dir_all(&args.target)
-            .with_context(|| format!("creating mount target {}", args.target.display()))?;
-    }
-    let meta = std::fs::metadata(&args.target).with_context(|| format!("mount target {}", args.target.display()))?;
-    if !meta.is_dir() {
-        bail!("mount target {} is not a directory", args.target.display());
-    }
-    let target = std::fs::canonicalize(&args.target).with_context(|| format!("resolving {}", args.target.display()))?;
-    if is_mount_point(&target) {
-        bail!("{} is already a mount point (strata umount {} first)", target.display(), target.display());
-    }
-    let store_args = root;
-    let root = root.path()?;
-    std::fs::create_dir_all(&root).with_context(|| format!("creating the store root {}", root.display()))?;
-    let host = HostFeatures::probe(&root);
-    let driver = choose_driver(args.driver, &host, &root)?;
-    let store = store_args.open()?;
+    let store = root.open()?;
     let selector = Selector {
         reference: args.reference.clone(),
         explicit_platform: args.platform.is_some(),
         platform: args.platform.clone().unwrap_or_else(Platform::host),
     };
     let image = Image::open(&args.image, &selector)?;
-    // Layers go in the store's own xattr namespace (user.overlay.* without root).
-    let outcome = store_image(&store, &image, &image.name, args.jobs, None, false)?;
-    let top = outcome.chains.last().map(ToString::to_string);
-
-    forget_stale_mounts(&store)?;
-    let Some(top) = top else { bail!("image {} has no layers to mount", image.name) };
-    let labels = BTreeMap::from([("strata.image".to_owned(), image.name.clone())]);
-    // Every mount holds a snapshot, so gc, rmi and `snapshots rm` never take its layers:
-    // a read-only mount a view (removed at umount), a writable one its active snapshot.
-    let (key, spec) = if args.read_only {
-        let key = view_name(&target);
-        if store.stat(&key).is_ok() {
-            store.remove(&key)?; // left by a crash: views hold nothing worth keeping
-        }
-        let spec = store.view(&key, Some(&top), labels)?;
-        (key, spec)
-    } else {
-        let key = args.name.clone().unwrap_or_else(|| default_name(&target));
-        let spec = match store.stat(&key) {
-            Ok(info) => {
-                if info.kind != Kind::Active || info.parent.as_deref() != Some(top.as_str()) {
-                    bail!(
-                        "writable layer {key:?} exists for another image ({}); pick another --name or `strata snapshots rm {key}`",
-                        info.parent.as_deref().unwrap_or("no parent")
-                    );
-                }
-                store.mounts(&key)?
-            }
-            Err(strata_core::Error::NotFound { .. }) => store.prepare(&key, Some(&top), labels)?,
-            Err(e) => return Err(e.into()),
-        };
-        (key, spec)
-    };
-    // The claim comes before the mount: a second mount of the same writable layer is
-    // refused here, naming the first (the store checks it in one transaction).
-    let record = MountRecord {
-        target: target.display().to_string(),
-        key: Some(key.clone()),
-        image: image.name.clone(),
-        driver: if driver == Driver::Fuse { "fuse" } else { "overlay" }.into(),
+    let mut options = MountOptions {
         read_only: args.read_only,
-        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
+        driver: args.driver,
+        name: args.name.clone(),
+        fuse_daemon: FuseDaemon { program: std::env::current_exe()?, args: vec![crate::FUSE_SERVE.into()] },
+        ..MountOptions::default()
     };
-    store.record_mount(&record)?;
-    let how = match mount_spec(&spec, &target, driver, host.root) {
-        Ok(how) => how,
-        Err(err) => {
-            store.forget_mount(&record.target)?;
-            if args.read_only {
-                store.remove(&key)?;
-            }
-            return Err(err);
-        }
-    };
-    let key = (!args.read_only).then_some(key);
+    if let Some(jobs) = args.jobs {
+        options.unpack.jobs = usize::from(jobs);
+    }
+    let reporter = progress::LayerReporter::new(image.layers.len(), false);
+    let mounted = rootfs::mount_image(&store, &image, &args.target, &options, &reporter.progress())
+        .with_context(|| format!("mounting {} at {}", image.name, args.target.display()))?;
+    reporter.finish();
+    if let Some(why) = &mounted.fallback {
+        eprintln!("strata: {why}: mounted with strata-fuse instead");
+    }
     println!(
-        "mounted {} ({} layers, {how}) at {} in {:.2} s; writable layer: {}",
+        "mounted {} ({} layers, {}) at {} in {:.2} s; writable layer: {}",
         image.name,
         image.layers.len(),
-        target.display(),
+        mounted.how,
+        mounted.target.display(),
         started.elapsed().as_secs_f64(),
-        key.as_deref().unwrap_or("none (read-only)")
+        mounted.key.as_deref().unwrap_or("none (read-only)")
     );
     Ok(())
-}
-
-/// Picks the driver: kernel overlayfs when asked or when it works here, strata-fuse
-/// when asked or as the fallback (saying why).
-fn choose_driver(asked: Driver, host: &HostFeatures, root: &Path) -> anyhow::Result<Driver> {
-    let overlay_problem = if !host.root {
-        Some("kernel overlayfs needs root (CAP_SYS_ADMIN)".to_owned())
-    } else if !host.overlay {
-        Some("this kernel has no overlayfs (try `modprobe overlay`)".to_owned())
-    } else if !host.d_type {
-        Some(format!(
-            "the store at {} is on a filesystem without d_type, which overlayfs requires (XFS needs ftype=1)",
-            root.display()
-        ))
-    } else {
-        None
-    };
-    match (asked, overlay_problem) {
-        (Driver::Fuse, _) => Ok(Driver::Fuse),
-        (Driver::Overlay, None) | (Driver::Auto, None) => Ok(Driver::Overlay),
-        (Driver::Overlay, Some(why)) => bail!("{why}; --driver fuse (strata-fuse) works without it"),
-        (Driver::Auto, Some(why)) => {
-            eprintln!("strata: {why}: mounting with strata-fuse instead");
-            Ok(Driver::Fuse)
-        }
-    }
 }
 
 /// Unmount a rootfs mounted by `strata mount`.
@@ -250,34 +103,15 @@ pub struct UmountArgs {
 }
 
 pub fn umount(args: UmountArgs, root: &RootArgs) -> anyhow::Result<()> {
-    let target = std::fs::canonicalize(&args.target).unwrap_or_else(|_| args.target.clone());
     let store = root.open()?;
-    let mounted = is_mount_point(&target);
-    let Some(record) = store.mount_records()?.into_iter().find(|m| Path::new(&m.target) == target) else {
-        if mounted {
-            bail!(
-                "{} is a mount point strata did not make (no record in the store at {}); use umount(8) for it",
-                target.display(),
-                store.root().display()
-            );
-        }
-        // No mount and no record: with --rm, the writable layer a plain umount left.
-        let key = default_name(&target);
-        if args.rm && store.stat(&key).is_ok() {
-            store.remove(&key)?;
-            println!("{} was not mounted; removed writable layer {key}", target.display());
-            return Ok(());
-        }
-        bail!("{} is not mounted by strata (and no writable layer {key:?} is kept)", target.display());
-    };
-    if mounted {
-        KernelMounter.unmount(&target, args.lazy)?;
+    let options = UnmountOptions { remove_layer: args.rm, lazy: args.lazy };
+    let done = rootfs::unmount(&store, &args.target, options)?;
+    let removed = done.removed_layer.map(|key| format!("; removed writable layer {key}")).unwrap_or_default();
+    if done.was_mounted {
+        println!("unmounted {}{removed}", args.target.display());
     } else {
-        eprintln!("strata: {} was already unmounted; forgetting the mount", target.display());
+        println!("{} was not mounted; forgot it{removed}", args.target.display());
     }
-    let removed = release(&store, &record, args.rm)?;
-    let removed = removed.map(|key| format!("; removed writable layer {key}")).unwrap_or_default();
-    println!("unmounted {}{removed}", target.display());
     Ok(())
 }
 

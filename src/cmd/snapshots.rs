@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use serde_json::json;
-use strata_core::store::Info;
+use strata_store::Info;
 
 use super::store::RootArgs;
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use strata_core::store::Store;
+use strata_store::Store;
 
 /// The store root options shared by every store command.
 #[derive(Debug, Clone, clap::Args)]

@@ -6,10 +6,11 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use serde_json::json;
+use strata::rootfs;
 use strata_core::ovl::XattrNamespace;
-use strata_core::store::{ImageRecord, LayerEvent, LayerSpec, Store, UnpackOptions, UnpackOutcome};
 use strata_core::{ApplyBuilder, Mode};
 use strata_image::{Image, Platform, Selector};
+use strata_store::UnpackOptions;
 
 use super::progress;
 use super::store::RootArgs;
@@ -181,8 +182,15 @@ fn unpack_into_store(args: &UnpackArgs, root: &RootArgs, image: &Image) -> anyho
     let started = Instant::now();
     let total = image.layers.len();
     let name = args.name.clone().unwrap_or_else(|| image.name.clone());
-    let outcome =
-        store_image(&store, image, &name, args.jobs, args.userxattr.then_some(XattrNamespace::User), args.json)?;
+    let mut options = UnpackOptions { xattrs: args.userxattr.then_some(XattrNamespace::User), ..Default::default() };
+    if let Some(jobs) = args.jobs {
+        options.jobs = usize::from(jobs);
+    }
+    let reporter = progress::LayerReporter::new(total, args.json);
+    let outcome = rootfs::unpack_image(&store, image, &name, options, &reporter.progress()).with_context(|| {
+        format!("unpacking {} ({}) into {}", image.name, image.source_path().display(), store.root().display())
+    })?;
+    reporter.finish();
     let top = outcome.chains.last().map(ToString::to_string);
     let elapsed = started.elapsed().as_secs_f64();
     let unpacked: Vec<_> = outcome.reports.iter().flatten().collect();
@@ -216,71 +224,4 @@ fn unpack_into_store(args: &UnpackArgs, root: &RootArgs, image: &Image) -> anyho
         )?;
     }
     Ok(())
-}
-
-/// Unpacks `image` into `store` (reusing what is there, printing per-layer lines unless
-/// `quiet`) and records it under `name`.
-pub fn store_image(
-    store: &Store,
-    image: &Image,
-    name: &str,
-    jobs: Option<u16>,
-    xattrs: Option<XattrNamespace>,
-    quiet: bool,
-) -> anyhow::Result<UnpackOutcome> {
-    let total = image.layers.len();
-    let specs: Vec<LayerSpec<'_>> = image
-        .layers
-        .iter()
-        .map(|layer| LayerSpec {
-            diff_id: layer.diff_id.clone(),
-            digest: layer.digest.clone(),
-            open: Box::new(move || {
-                let blob = image.open_layer(layer).map_err(io::Error::other)?;
-                let label = format!("layer {}/{total}", layer.index + 1);
-                Ok(Box::new(progress::reader(blob, Some(layer.size), &label)) as Box<dyn io::Read + Send>)
-            }),
-        })
-        .collect();
-    let mut options = UnpackOptions { xattrs, ..UnpackOptions::default() };
-    if let Some(jobs) = jobs {
-        options.jobs = usize::from(jobs);
-    }
-    let reused = std::sync::atomic::AtomicUsize::new(0);
-    let on_event = |event: LayerEvent<'_>| {
-        if quiet {
-            return;
-        }
-        match event {
-            // One line for all of them at the end: a 200-layer image reused is not news.
-            LayerEvent::Reused { .. } => {
-                reused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            LayerEvent::Started { .. } => {}
-            LayerEvent::Committed { index, chain, report } => eprintln!(
-                "layer {}/{total} {chain} unpacked ({}) {:.1} MB, {} entries, {:.2} s ({:.0} MB/s)",
-                index + 1,
-                report.compression,
-                report.uncompressed_bytes as f64 / 1e6,
-                report.entries,
-                report.elapsed.as_secs_f64(),
-                report.megabytes_per_second()
-            ),
-        }
-    };
-    let outcome = store.unpack(&specs, options, &on_event).with_context(|| {
-        format!("unpacking {} ({}) into {}", image.name, image.source_path().display(), store.root().display())
-    })?;
-    let reused = reused.into_inner();
-    if reused > 0 {
-        eprintln!("{reused} of {total} layers already in the store");
-    }
-    store.record_image(&ImageRecord {
-        name: name.to_owned(),
-        manifest_digest: image.manifest_digest.as_ref().map(ToString::to_string),
-        config_digest: image.config_digest.to_string(),
-        top_chain: outcome.chains.last().map(ToString::to_string),
-        created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64),
-    })?;
-    Ok(outcome)
 }

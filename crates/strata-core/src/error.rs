@@ -66,15 +66,6 @@ pub enum Error {
         source: io::Error,
     },
 
-    /// The store root breaks a safety rule (a symlink, another user's, writable by others).
-    #[error("refusing the store root {path:?}: {reason}")]
-    UnsafeStoreRoot {
-        /// The root, subdir or ancestor that broke the rule.
-        path: PathBuf,
-        /// Which rule.
-        reason: String,
-    },
-
     /// A digest given by the caller did not match the layer.
     #[error("{which} mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
@@ -89,52 +80,6 @@ pub enum Error {
     /// A digest string is not `sha256:` followed by 64 lower-case hex digits.
     #[error("invalid digest {0:?}: expected sha256:<64 lower-case hex digits>")]
     InvalidDigest(String),
-
-    /// The snapshot store's database failed.
-    #[error("snapshot store database ({op})")]
-    Db {
-        /// What the store was doing.
-        op: &'static str,
-        /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
-    },
-
-    /// A snapshot or image the caller named does not exist.
-    #[error("{what} {key:?} does not exist")]
-    NotFound {
-        /// `snapshot` or `image`.
-        what: &'static str,
-        /// The key or name.
-        key: String,
-    },
-
-    /// A layer of an unpack failed; nothing of it became visible.
-    #[error("layer {index}/{total} ({diff_id})")]
-    Layer {
-        /// 1-based position, bottom first.
-        index: usize,
-        /// Layers in the image.
-        total: usize,
-        /// The layer's diff_id.
-        diff_id: String,
-        /// What went wrong.
-        #[source]
-        source: Box<Error>,
-    },
-
-    /// A snapshot key is taken.
-    #[error("snapshot {0:?} already exists")]
-    AlreadyExists(String),
-
-    /// The operation does not fit the snapshot's state.
-    #[error("snapshot {key:?}: {reason}")]
-    Snapshot {
-        /// The snapshot key.
-        key: String,
-        /// Why the operation is refused.
-        reason: String,
-    },
 
     /// Options given to a builder do not fit together.
     #[error("invalid options: {0}")]

@@ -9,7 +9,7 @@
 //!
 //! - **overlay**: a per-layer snapshot dir as kernel overlayfs stores it. A whiteout
 //!   `.wh.NAME` becomes a char 0/0 device, `.wh..wh..opq` becomes the
-//!   `trusted.overlay.opaque=y` xattr (`user.overlay.opaque` for rootless mounts).
+//!   `trusted.overlay.opaque=y` xattr (`user.overlay.opaque` for rootless mounts, see [`ovl`]).
 //!   Parent layer dirs, if given, supply implied-directory metadata and hardlink targets.
 //! - **flat**: the layer applied on top of a rootfs; whiteouts and opaque markers delete.
 //!   The result equals the merged view of the overlay form.
@@ -19,13 +19,10 @@
 //! implementations are known to disagree. Decompression and hashing run on their own
 //! thread, in bounded memory. The [`ApplyReport`] carries the layer's diff_id and digest.
 //!
-//! The [`store`] module is the snapshot store a runtime embeds (the containerd
-//! snapshotter model: prepare / view / commit / remove / stat / update / usage / walk /
-//! mounts / cleanup): layers unpack into committed snapshots keyed by ChainID, in
-//! parallel, crash-safe, shared by many processes; see `examples/embed_snapshotter.rs`.
-//! Its metadata lives in SQLite (WAL mode, via rusqlite with the library bundled): the
-//! store is used by several processes at once, which SQLite supports with real ACID
-//! transactions and redb (one process per file) does not.
+//! The overlay on-disk format (whiteouts, opaque dirs, the xattr namespace, a stack of
+//! layer dirs to mount) is defined once, in [`ovl`]. The snapshot store that holds
+//! applied layers is the `strata-store` crate; mounts are `strata-overlay` and
+//! `strata-fuse`.
 //!
 //! ```
 //! use strata_core::tar::{Builder, Entry};
@@ -50,7 +47,6 @@ mod digest;
 mod error;
 pub mod ovl;
 pub mod path;
-pub mod store;
 mod stream;
 pub mod sys;
 pub mod tar;

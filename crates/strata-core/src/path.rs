@@ -4,14 +4,7 @@
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 
-/// Prefix of a whiteout name.
-pub const WHITEOUT_PREFIX: &[u8] = b".wh.";
-/// Name of the opaque-directory marker.
-pub const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Prefix of aufs metadata names (`.wh..wh.aufs`, `.wh..wh.orph`, `.wh..wh.plnk`).
-const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
-/// aufs keeps hardlink targets here; links into it are re-targeted, the dir is dropped.
-pub const AUFS_LINK_DIR: &[u8] = b".wh..wh.plnk";
+use crate::ovl::whiteout::{AUFS_LINK_DIR, AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
 /// A normalised path inside a layer: no `.`, `..`, empty or absolute components.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

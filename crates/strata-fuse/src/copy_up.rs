@@ -153,7 +153,7 @@ fn stage(
             match sys::set_xattr_nofollow(work, tmp, &key, &value) {
                 Ok(()) => {}
                 // security.* the upper fs refuses (e.g. selinux labels on tmpfs): as overlayfs.
-                Err(e) if key.starts_with("security.") && layers::xattr_unsupported(&e) => {}
+                Err(e) if key.starts_with("security.") && strata_core::ovl::whiteout::xattr_unsupported(&e) => {}
                 Err(e) => return Err(e),
             }
         }

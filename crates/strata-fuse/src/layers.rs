@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
+use strata_core::ovl::{XattrNamespace, whiteout};
 use strata_core::sys;
 
 /// Index of a lower layer, 0 = top-most.
@@ -32,11 +33,6 @@ pub(crate) enum Probe {
     Whiteout,
     Found(Stat),
 }
-
-/// AUFS-style whiteout prefix (`.wh.NAME`), as in OCI layer tarballs.
-pub(crate) const WH_PREFIX: &[u8] = b".wh.";
-/// AUFS-style opaque marker inside a directory.
-pub(crate) const WH_OPAQUE: &str = ".wh..wh..opq";
 
 /// How this mount writes whiteouts and opaque markers into the upper dir.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -73,7 +69,7 @@ impl LayerDir {
         let mut found = false;
         for entry in rustix::fs::Dir::new(readable)? {
             let name = entry?.file_name().to_bytes().to_vec();
-            if name.starts_with(WH_PREFIX) && name != WH_OPAQUE.as_bytes() {
+            if whiteout::whited_out_name(OsStr::from_bytes(&name)).is_some() {
                 found = true;
                 break;
             }
@@ -99,9 +95,9 @@ pub(crate) struct Layers {
     lowers: Vec<OwnedFd>,
     upper: Option<OwnedFd>,
     work: Option<OwnedFd>,
-    /// `trusted.overlay.` (privileged) or `user.overlay.` (rootless): the namespace of
-    /// the xattrs we write, and the one hidden from users.
-    pub(crate) prefix: &'static str,
+    /// `trusted` (privileged) or `user` (rootless): the namespace of the overlay xattrs
+    /// we read and write, and the one hidden from users.
+    pub(crate) xattrs: XattrNamespace,
     pub(crate) forms: WriteForms,
     dirs: Mutex<DirCache>,
 }
@@ -111,7 +107,7 @@ impl Layers {
         lowers: &[impl AsRef<Path>],
         upper: Option<&Path>,
         work: Option<&Path>,
-        prefix: &'static str,
+        xattrs: XattrNamespace,
     ) -> io::Result<Layers> {
         let open = |p: &Path| {
             sys::open_dir_path(p).map_err(|e| io::Error::new(e.kind(), format!("layer directory {}: {e}", p.display())))
@@ -123,7 +119,7 @@ impl Layers {
             lowers,
             upper,
             work,
-            prefix,
+            xattrs,
             forms: WriteForms { chardev_whiteouts: true, opaque_xattr: true },
             dirs: Mutex::default(),
         };
@@ -184,66 +180,50 @@ impl Layers {
     /// What the layer directory `dir` says about `name`.
     pub(crate) fn probe(dir: &LayerDir, name: &OsStr) -> io::Result<Probe> {
         match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if is_whiteout(&st) => Ok(Probe::Whiteout),
+            Ok(st) if whiteout::is_whiteout(&st) => Ok(Probe::Whiteout),
             Ok(st) => Ok(Probe::Found(st)),
             Err(Errno::NOENT) if !dir.has_aufs_whiteouts()? => Ok(Probe::Absent),
-            Err(Errno::NOENT) => match rustix::fs::statat(dir, aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(_) => Ok(Probe::Whiteout),
-                Err(Errno::NOENT | Errno::NAMETOOLONG) => Ok(Probe::Absent),
-                Err(e) => Err(e.into()),
-            },
+            Err(Errno::NOENT) => {
+                match rustix::fs::statat(dir, whiteout::aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(_) => Ok(Probe::Whiteout),
+                    Err(Errno::NOENT | Errno::NAMETOOLONG) => Ok(Probe::Absent),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Whether directory `name` in `dir` hides the layers below it, in any form.
-    pub(crate) fn is_opaque(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
-        for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-            match sys::get_xattr(dir, name, key) {
-                Ok(Some(v)) if v == b"y" => return Ok(true),
-                Ok(_) => {}
-                Err(e) if xattr_unsupported(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        let mut marker = OsString::from(name);
-        marker.push("/");
-        marker.push(WH_OPAQUE);
-        match rustix::fs::statat(dir, &marker, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(_) => Ok(true),
-            Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+    /// Whether directory `name` in `dir` hides the layers below it: the opaque xattr in
+    /// this mount's namespace only (another namespace's marker is user data, as in
+    /// overlayfs), or a `.wh..wh..opq` file.
+    pub(crate) fn is_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<bool> {
+        whiteout::is_opaque(dir, name, self.xattrs)
     }
 
     /// Writes a whiteout for `name` in upper directory `dir` (the name must be free).
     pub(crate) fn make_whiteout(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         if self.forms.chardev_whiteouts {
-            rustix::fs::mknodat(dir, name, FileType::CharacterDevice, Mode::empty(), 0)?;
+            whiteout::make_whiteout(dir, name)
         } else {
-            let flags = OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC;
-            rustix::fs::openat(dir, aufs_whiteout(name), flags, Mode::from_raw_mode(0o600))?;
+            whiteout::make_aufs_whiteout(dir, name)?;
             self.forget_dirs(); // a cached "no .wh. entries here" may be stale now
+            Ok(())
         }
-        Ok(())
     }
 
     /// Marks directory `name` in upper directory `dir` opaque.
     pub(crate) fn make_opaque(&self, dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         if self.forms.opaque_xattr {
-            let key = format!("{}opaque", self.prefix);
-            sys::set_xattr_nofollow(dir, name, &key, b"y")
+            whiteout::make_opaque(dir, name, self.xattrs)
         } else {
-            let child = sys::open_child_dir(dir, name)?;
-            let flags = OFlags::CREATE | OFlags::WRONLY | OFlags::CLOEXEC;
-            rustix::fs::openat(child, WH_OPAQUE, flags, Mode::from_raw_mode(0o600))?;
-            Ok(())
+            whiteout::make_aufs_opaque(sys::open_child_dir(dir, name)?.as_fd())
         }
     }
 
     /// Removes an AUFS-form whiteout `.wh.NAME` from upper directory `dir`, if any.
     pub(crate) fn remove_whiteout_marker(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-        match rustix::fs::unlinkat(dir, aufs_whiteout(name), AtFlags::empty()) {
+        match rustix::fs::unlinkat(dir, whiteout::aufs_whiteout(name), AtFlags::empty()) {
             Ok(()) | Err(Errno::NOENT | Errno::NAMETOOLONG) => Ok(()),
             Err(e) => Err(e.into()),
         }
@@ -255,35 +235,13 @@ impl Layers {
         let work = self.work()?;
         let name = OsString::from(format!("#strata-probe-{}", std::process::id()));
         let _ = sys::remove_all(work, &name);
-        let chardev_whiteouts = rustix::fs::mknodat(work, &name, FileType::CharacterDevice, Mode::empty(), 0).is_ok();
+        let chardev_whiteouts = whiteout::make_whiteout(work, &name).is_ok();
         let _ = rustix::fs::unlinkat(work, &name, AtFlags::empty());
         rustix::fs::mkdirat(work, &name, Mode::from_raw_mode(0o700))?;
-        let opaque_xattr = sys::set_xattr_nofollow(work, &name, &format!("{}opaque", self.prefix), b"y").is_ok();
+        let opaque_xattr = whiteout::make_opaque(work, &name, self.xattrs).is_ok();
         let _ = rustix::fs::unlinkat(work, &name, AtFlags::REMOVEDIR);
         Ok(WriteForms { chardev_whiteouts, opaque_xattr })
     }
-}
-
-/// `ENOTSUP` (no xattrs on this filesystem) or `EPERM` (a namespace we may not read).
-pub(crate) fn xattr_unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(c) if c == Errno::NOTSUP.raw_os_error() || c == Errno::PERM.raw_os_error())
-}
-
-/// `.wh.NAME`.
-pub(crate) fn aufs_whiteout(name: &OsStr) -> OsString {
-    let mut v = WH_PREFIX.to_vec();
-    v.extend_from_slice(name.as_bytes());
-    OsString::from_vec(v)
-}
-
-/// Whether a name is reserved for AUFS whiteout markers (never shown, never created).
-pub(crate) fn is_aufs_marker(name: &OsStr) -> bool {
-    name.as_bytes().starts_with(WH_PREFIX)
-}
-
-/// A char 0/0 device: the overlayfs whiteout.
-pub(crate) fn is_whiteout(st: &Stat) -> bool {
-    sys::is_whiteout(st)
 }
 
 /// The type of a stat.

@@ -181,8 +181,7 @@ impl UnionConfig {
     /// Opens the layers and builds the filesystem, without mounting it.
     fn build(&self) -> Result<(fs::StrataFs, WriteForms, bool)> {
         self.check()?;
-        let prefix = self.xattrs.prefix();
-        let mut layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), prefix)
+        let mut layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), self.xattrs)
             .map_err(Error::Layers)?;
         if self.aufs_whiteouts {
             layers.forms.chardev_whiteouts = false;

@@ -10,6 +10,7 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
+use strata_core::ovl::whiteout;
 use strata_core::sys;
 
 use crate::layers::{self, Layers, Place};
@@ -54,7 +55,7 @@ impl Union {
         what: NewEntry<'_>,
         caller: Caller,
     ) -> io::Result<(Found, Option<File>)> {
-        if layers::is_aufs_marker(name) {
+        if whiteout::is_aufs_marker(name) {
             // A `.wh.` name would read back as a whiteout.
             return Err(Errno::INVAL.into());
         }
@@ -71,13 +72,13 @@ impl Union {
         let pstat = rustix::fs::statat(&updir, ".", AtFlags::empty())?;
         let gid = if pstat.st_mode & S_ISGID != 0 { pstat.st_gid } else { caller.gid };
         let chardev_whiteout = match rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) if layers::is_whiteout(&st) => true,
+            Ok(st) if whiteout::is_whiteout(&st) => true,
             Ok(_) => return Err(Errno::EXIST.into()),
             Err(_) => false,
         };
         let aufs_whiteout = !chardev_whiteout
             && updir.has_aufs_whiteouts()?
-            && rustix::fs::statat(&updir, layers::aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW).is_ok();
+            && rustix::fs::statat(&updir, whiteout::aufs_whiteout(name), AtFlags::SYMLINK_NOFOLLOW).is_ok();
         let is_dir = matches!(what, NewEntry::Dir { .. });
         // A new dir over a whiteout must hide what the whiteout hid.
         let opaque = is_dir && (chardev_whiteout || aufs_whiteout);
@@ -282,7 +283,7 @@ impl Union {
 
     /// `rename(2)` with `flags` (`RENAME_NOREPLACE`, `RENAME_EXCHANGE`).
     pub(crate) fn rename(&self, p1: u64, n1: &OsStr, p2: u64, n2: &OsStr, flags: RenameFlags) -> io::Result<()> {
-        if layers::is_aufs_marker(n2) || flags.contains(RenameFlags::WHITEOUT) {
+        if whiteout::is_aufs_marker(n2) || flags.contains(RenameFlags::WHITEOUT) {
             return Err(Errno::INVAL.into());
         }
         let exchange = flags.contains(RenameFlags::EXCHANGE);
@@ -347,12 +348,12 @@ impl Union {
         let (pn2, pp2) = self.node_at(p2)?;
         let up1 = self.layers.dir(Place::Upper, &pp1)?;
         let up2 = self.layers.dir(Place::Upper, &pp2)?;
-        if src_is_dir && pn2.is_merged_dir() && !Layers::is_opaque(up1.as_fd(), n1)? {
+        if src_is_dir && pn2.is_merged_dir() && !self.layers.is_opaque(up1.as_fd(), n1)? {
             self.layers.make_opaque(up1.as_fd(), n1)?;
         }
         if exchange {
             let dst_is_dir = dst.as_ref().is_some_and(|(d, _, _)| d.kind == FileType::Directory);
-            if dst_is_dir && pn1.is_merged_dir() && !Layers::is_opaque(up2.as_fd(), n2)? {
+            if dst_is_dir && pn1.is_merged_dir() && !self.layers.is_opaque(up2.as_fd(), n2)? {
                 self.layers.make_opaque(up2.as_fd(), n2)?;
             }
             rustix::fs::renameat_with(&up1, n1, &up2, n2, RenameFlags::EXCHANGE)?;
@@ -385,7 +386,7 @@ impl Union {
         dst: Option<&Node>,
     ) -> io::Result<()> {
         let dst_upper = rustix::fs::statat(up2, n2, AtFlags::SYMLINK_NOFOLLOW).ok();
-        let dst_is_whiteout = dst_upper.as_ref().is_some_and(layers::is_whiteout);
+        let dst_is_whiteout = dst_upper.as_ref().is_some_and(whiteout::is_whiteout);
         if dst.is_some_and(|d| d.kind == FileType::Directory && d.place == Place::Upper && d.has_lower()) {
             // Union-empty (checked), but holding whiteouts: clear them so the rename can land.
             self.clear_upper_dir(up2, n2)?;

@@ -15,8 +15,9 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use strata_core::sys;
 
-use crate::layers::{self, LayerDir, LayerIx, Layers, Place, Probe, WH_OPAQUE};
+use crate::layers::{self, LayerDir, LayerIx, Layers, Place, Probe};
 use crate::nodes::{Node, Nodes, ROOT};
+use strata_core::ovl::whiteout;
 
 /// The xattr (after the overlay prefix) in which a copied-up entry keeps the inode
 /// number it had in its lower layer, so `st_ino` survives copy-up and remounts.
@@ -91,7 +92,7 @@ impl Union {
                 devs.push(dev);
             }
         }
-        let origin_key = format!("{}{ORIGIN_INO}", layers.prefix);
+        let origin_key = format!("{}{ORIGIN_INO}", layers.xattrs.prefix());
         Ok(Union {
             layers,
             nodes: Mutex::new(Nodes::new(root)),
@@ -178,7 +179,7 @@ impl Union {
         if pnode.kind != FileType::Directory {
             return Err(Errno::NOTDIR.into());
         }
-        if layers::is_aufs_marker(name) || name.as_bytes().contains(&b'/') {
+        if whiteout::is_aufs_marker(name) || name.as_bytes().contains(&b'/') {
             return Ok(None);
         }
         let mut found: Option<(Node, Stat, Arc<LayerDir>)> = None;
@@ -195,7 +196,7 @@ impl Union {
                     let is_dir = layers::kind_of(&st) == FileType::Directory;
                     match &mut found {
                         None => {
-                            let opaque = is_dir && Layers::is_opaque(dir.as_fd(), name)?;
+                            let opaque = is_dir && self.layers.is_opaque(dir.as_fd(), name)?;
                             let node =
                                 Node { kind: layers::kind_of(&st), place, lowers: vec![], links: vec![], nlookup: 0 };
                             found = Some((node, st, dir));
@@ -210,7 +211,7 @@ impl Union {
                             if let Place::Lower(i) = place {
                                 node.lowers.push(i);
                             }
-                            if Layers::is_opaque(dir.as_fd(), name)? {
+                            if self.layers.is_opaque(dir.as_fd(), name)? {
                                 break;
                             }
                         }
@@ -292,11 +293,11 @@ impl Union {
             for entry in Dir::new(readable)? {
                 let entry = entry?;
                 let name = OsStr::from_bytes(entry.file_name().to_bytes());
-                if name == "." || name == ".." || name == WH_OPAQUE {
+                if name == "." || name == ".." || name.as_bytes() == whiteout::OPAQUE_MARKER {
                     continue;
                 }
-                if let Some(target) = name.as_bytes().strip_prefix(layers::WH_PREFIX) {
-                    hidden_below.push(OsStr::from_bytes(target).to_owned());
+                if let Some(target) = whiteout::whited_out_name(name) {
+                    hidden_below.push(target.to_owned());
                     continue;
                 }
                 if seen.contains(name) {
@@ -305,7 +306,7 @@ impl Union {
                 let mut kind = entry.file_type();
                 if matches!(kind, FileType::CharacterDevice | FileType::Unknown) {
                     let st = rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-                    if layers::is_whiteout(&st) {
+                    if whiteout::is_whiteout(&st) {
                         seen.insert(name.to_owned());
                         continue;
                     }
@@ -347,7 +348,7 @@ impl Union {
 
     /// Whether `key` is one of the overlay's own xattrs, hidden from users.
     pub(crate) fn is_private_xattr(&self, key: &OsStr) -> bool {
-        key.as_bytes().starts_with(self.layers.prefix.as_bytes())
+        key.as_bytes().starts_with(self.layers.xattrs.prefix().as_bytes())
     }
 
     pub(crate) fn getxattr(&self, ino: u64, key: &OsStr) -> io::Result<Vec<u8>> {

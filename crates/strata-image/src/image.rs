@@ -115,18 +115,6 @@ impl Image {
         self.source.open_file(&layer.path, &format!("layer {} ({})", layer.index + 1, layer.diff_id)).map(|(r, _)| r)
     }
 
-    /// The layers as the snapshot store unpacks them (`strata_core::store::Store::unpack`).
-    pub fn layer_specs(&self) -> Vec<strata_core::store::LayerSpec<'_>> {
-        self.layers
-            .iter()
-            .map(|layer| strata_core::store::LayerSpec {
-                diff_id: layer.diff_id.clone(),
-                digest: layer.digest.clone(),
-                open: Box::new(move || self.open_layer(layer).map_err(std::io::Error::other)),
-            })
-            .collect()
-    }
-
     /// The ChainID of each layer, bottom first.
     pub fn chain_ids(&self) -> Vec<Digest> {
         let mut out: Vec<Digest> = Vec::with_capacity(self.layers.len());

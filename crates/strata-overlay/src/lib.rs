@@ -1,7 +1,7 @@
 //! # strata-overlay
 //!
 //! Kernel overlayfs mounts of strata snapshots. [`MountPlan::new`] turns a store's
-//! [`MountSpec`](strata_core::store::MountSpec) into what to mount, as containerd does: a
+//! [`MountSpec`](strata_core::ovl::MountSpec) into what to mount, as containerd does: a
 //! bind mount for a single layer or for a container with no parents, else overlayfs with
 //! `index=off` (`userxattr` when rootless; `volatile`, `redirect_dir`, `metacopy` only on
 //! request). [`KernelMounter`] mounts it with the new mount API — one `lowerdir+` per
@@ -12,7 +12,7 @@
 //! supports.
 //!
 //! ```
-//! use strata_core::store::MountSpec;
+//! use strata_core::ovl::MountSpec;
 //! use strata_overlay::{MountPlan, Mounter, OverlayOptions, RecordingMounter};
 //!
 //! let spec = MountSpec {

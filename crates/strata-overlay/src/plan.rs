@@ -2,8 +2,8 @@
 
 use std::path::{Path, PathBuf};
 
+use strata_core::ovl::MountSpec;
 use strata_core::ovl::XattrNamespace;
-use strata_core::store::MountSpec;
 
 use crate::error::{Error, Result};
 

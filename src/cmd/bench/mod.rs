@@ -154,9 +154,9 @@ fn mount(args: MountBench) -> anyhow::Result<()> {
     let small = workload::layer_under(workload::Shape::SmallFiles, c.size * 100_000, c.seed + 3, "srv/app", &[]);
     let small_tar = dir.join("small.tar");
     std::fs::write(&small_tar, &small)?;
-    let store = std::sync::Arc::new(strata_core::store::Store::open(work.0.join("store"))?);
+    let store = std::sync::Arc::new(strata_store::Store::open(work.0.join("store"))?);
     let image = Image::open(&layout, &Selector::default())?;
-    let outcome = store.unpack(&image.layer_specs(), strata_core::store::UnpackOptions::default(), &|_| {})?;
+    let outcome = store.unpack(&strata::rootfs::layer_specs(&image, None), Default::default(), &|_| {})?;
     let top = outcome.chains.last().map(ToString::to_string).context("the bench image has layers")?;
     let large_bytes = tars[1].len() as u64;
     let ops = mounts::operations(large_bytes, &small_tar, small.len() as u64);

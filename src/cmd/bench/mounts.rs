@@ -11,11 +11,12 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context as _, bail};
-use strata_core::store::{MountSpec, Store};
+use strata::rootfs::{FuseDaemon, fuse_options, mount_fuse};
+use strata_core::ovl::MountSpec;
 use strata_overlay::{KernelMounter, MountPlan, Mounter, OverlayOptions};
+use strata_store::Store;
 
 use super::runner::{RunHooks, Skipped, Tool};
-use crate::cmd::mount_fuse::{fuse_options, mount_fuse};
 
 /// Which union mount serves the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,7 +65,8 @@ impl RunHooks for MountHooks {
             }
             Driver::FuseOverlayfs => fuse_overlayfs(&spec, &mnt(scratch))?,
             Driver::StrataFuse | Driver::StrataFuseNoPassthrough => {
-                mount_fuse(&spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
+                let daemon = FuseDaemon { program: std::env::current_exe()?, args: vec![crate::FUSE_SERVE.into()] };
+                mount_fuse(&daemon, &spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
             }
         }
         Ok(())

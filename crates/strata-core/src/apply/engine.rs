@@ -15,6 +15,7 @@ use super::parents::DirFinish;
 use super::report::ApplyReport;
 use super::{Applier, DevicePolicy, Mode, meta};
 use crate::error::{Error, Result};
+use crate::ovl::whiteout;
 use crate::path::{self, LayerPath, Meaning};
 use crate::sys::{self, Code, NodeKind};
 use crate::tar::{Entry, EntryKind, Reader};
@@ -79,7 +80,7 @@ impl<'a> Engine<'a> {
             self.apply_entry(&entry, reader)?;
         }
         if self.aufs_links {
-            sys::remove_all(self.root, OsStr::from_bytes(path::AUFS_LINK_DIR)).map_err(|source| Error::Io {
+            sys::remove_all(self.root, OsStr::from_bytes(whiteout::AUFS_LINK_DIR)).map_err(|source| Error::Io {
                 op: "remove aufs link dir",
                 path: self.target.to_owned(),
                 source,
@@ -455,7 +456,7 @@ impl<'a> Engine<'a> {
         if sys::is_dir(&st) {
             return Err(self.fail("hardlink to a directory"));
         }
-        if sys::is_whiteout(&st) {
+        if whiteout::is_whiteout(&st) {
             return Err(self.fail("hardlink target is a whiteout"));
         }
         if let Err(e) = sys::hardlink(tdir.as_fd(), &tname, dir, name) {
@@ -542,7 +543,8 @@ impl<'a> Engine<'a> {
     pub(super) fn mark_opaque(&mut self, dir: BorrowedFd<'_>, path: &LayerPath) -> Result<()> {
         self.opaque.insert(path.clone());
         if self.opts.mode == Mode::Overlay {
-            sys::set_xattr_fd(dir, self.opts.opaque_xattr, b"y").map_err(|e| self.io("fsetxattr (opaque)", e))?;
+            sys::set_xattr_fd(dir, self.opts.xattrs.opaque_key(), whiteout::XATTR_TRUE)
+                .map_err(|e| self.io("fsetxattr (opaque)", e))?;
         }
         Ok(())
     }

@@ -4,10 +4,11 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
+use crate::ovl::{XattrNamespace, whiteout};
 use crate::path::LayerPath;
 use crate::sys::{self, Stat};
 
@@ -15,6 +16,8 @@ use crate::sys::{self, Stat};
 #[derive(Debug)]
 pub struct LowerChain {
     layers: Vec<OwnedFd>,
+    /// The namespace the layers keep their opaque markers in.
+    xattrs: XattrNamespace,
 }
 
 /// A path found in a lower layer.
@@ -33,14 +36,14 @@ impl LowerChain {
     ///
     /// # Errors
     /// A parent cannot be opened as a directory.
-    pub fn open(dirs: &[PathBuf]) -> Result<LowerChain> {
+    pub fn open(dirs: &[PathBuf], xattrs: XattrNamespace) -> Result<LowerChain> {
         let layers = dirs
             .iter()
             .map(|d| {
                 sys::open_dir_path(d).map_err(|source| Error::Io { op: "open parent layer", path: d.clone(), source })
             })
             .collect::<Result<_>>()?;
-        Ok(LowerChain { layers })
+        Ok(LowerChain { layers, xattrs })
     }
 
     /// Looks `path` up through the chain as the merged view would see it.
@@ -54,12 +57,12 @@ impl LowerChain {
         };
         for layer in &self.layers {
             let mut dir = sys::open_dir_beneath(layer.as_fd(), OsStr::new(""))?;
-            let mut stop_below = is_opaque(dir.as_fd())?;
+            let mut stop_below = whiteout::is_opaque(dir.as_fd(), OsStr::new(""), self.xattrs)?;
             for (depth, &name) in parts.iter().enumerate() {
                 let Some(stat) = sys::lstat(dir.as_fd(), name)? else {
                     break;
                 };
-                if sys::is_whiteout(&stat) {
+                if whiteout::is_whiteout(&stat) {
                     return Ok(None);
                 }
                 if depth == last {
@@ -69,7 +72,7 @@ impl LowerChain {
                     return Ok(None);
                 }
                 dir = sys::open_child_dir(dir.as_fd(), name)?;
-                stop_below |= is_opaque(dir.as_fd())?;
+                stop_below |= whiteout::is_opaque(dir.as_fd(), OsStr::new(""), self.xattrs)?;
             }
             // An opaque dir on the way (the layer root included) hides the rest of the chain.
             if stop_below {
@@ -78,14 +81,4 @@ impl LowerChain {
         }
         Ok(None)
     }
-}
-
-/// Whether a directory carries an overlay opaque marker in either namespace.
-pub fn is_opaque(dir: BorrowedFd<'_>) -> io::Result<bool> {
-    for key in ["trusted.overlay.opaque", "user.overlay.opaque"] {
-        if sys::get_xattr(dir, OsStr::new(""), key)?.as_deref() == Some(b"y") {
-            return Ok(true);
-        }
-    }
-    Ok(false)
 }

@@ -140,7 +140,7 @@ impl ApplyBuilder {
         Ok(Applier {
             mode: self.mode,
             parents: self.parents,
-            opaque_xattr: self.xattrs.opaque_key(),
+            xattrs: self.xattrs,
             diff_id: self.diff_id,
             digest: self.digest,
             same_owner,
@@ -156,7 +156,7 @@ impl ApplyBuilder {
 pub struct Applier {
     mode: Mode,
     parents: Vec<PathBuf>,
-    opaque_xattr: &'static str,
+    xattrs: XattrNamespace,
     diff_id: Option<Digest>,
     digest: Option<Digest>,
     same_owner: bool,
@@ -178,7 +178,7 @@ impl Applier {
     pub fn apply<R: Read + Send>(&self, input: R, target: &Path) -> Result<ApplyReport> {
         let started = Instant::now();
         let root = open_target(target, self.mode)?;
-        let lower = lower::LowerChain::open(&self.parents)?;
+        let lower = lower::LowerChain::open(&self.parents, self.xattrs)?;
         let (job, chunks) = stream::pipeline(input).map_err(|source| Error::Io {
             op: "read layer",
             path: target.to_owned(),

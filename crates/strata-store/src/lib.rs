@@ -19,6 +19,7 @@
 //! the snapshot recorded and discards its staging dir (a reuse, not an error).
 
 mod db;
+mod error;
 mod model;
 mod root;
 mod staging;
@@ -33,14 +34,15 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, TransactionBehavior};
 
-pub use model::{ImageRecord, Info, Kind, MountRecord, MountSpec, Usage};
+pub use error::{Error, Result};
+pub use model::{ImageRecord, Info, Kind, MountRecord, Usage};
 pub use staging::Staging;
+pub use strata_core::ovl::MountSpec;
 pub use unpack::{LayerEvent, LayerSpec, UnpackOptions, UnpackOutcome};
 
-use crate::digest::Digest;
-use crate::error::{Error, Result};
-use crate::ovl::{self, XattrNamespace};
-use crate::sys;
+use strata_core::Digest;
+use strata_core::ovl::{self, XattrNamespace};
+use strata_core::sys;
 
 /// What [`Store::cleanup`] removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -56,7 +58,7 @@ pub struct Cleanup {
 pub struct Store {
     root: PathBuf,
     conn: Mutex<Connection>,
-    /// The namespace this store's layers are written and mounted in (see `crate::ovl`).
+    /// The namespace this store's layers are written and mounted in (see `strata_core::ovl`).
     native: XattrNamespace,
 }
 
@@ -70,7 +72,7 @@ impl Store {
     /// processes left behind.
     ///
     /// # Errors
-    /// [`Error::UnsafeStoreRoot`] when the root is a symlink, another user's, or writable
+    /// [`Error::UnsafeRoot`] when the root is a symlink, another user's, or writable
     /// by others (see `root.rs`); the root cannot be created; the database cannot be
     /// opened.
     pub fn open(root: impl Into<PathBuf>) -> Result<Store> {

@@ -15,13 +15,13 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::sys::{self, Code};
+use strata_core::sys::{self, Code};
 
 /// The dirs the store keeps inside its root.
 pub(super) const SUBDIRS: [&str; 2] = ["snapshots", "staging"];
 
 fn refuse(path: &Path, reason: impl Into<String>) -> Error {
-    Error::UnsafeStoreRoot { path: path.to_owned(), reason: reason.into() }
+    Error::UnsafeRoot { path: path.to_owned(), reason: reason.into() }
 }
 
 /// Creates `root` (0700) if missing, then checks the rules in the module docs for it,

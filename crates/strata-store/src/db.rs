@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use super::model::{ImageRecord, Info, Kind, MountRecord};
 use crate::error::{Error, Result};
-use crate::ovl::XattrNamespace;
+use strata_core::ovl::XattrNamespace;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS snapshots (
@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS labels (
     value TEXT NOT NULL,
     PRIMARY KEY (key, name)
 );
--- The xattr namespace each snapshot's overlay markers are in (crate::ovl). A row is
+-- The xattr namespace each snapshot's overlay markers are in (strata_core::ovl). A row is
 -- absent for snapshots written before it was recorded: those are in the namespace the
 -- store's owner writes (trusted for root, user otherwise).
 CREATE TABLE IF NOT EXISTS xattr_ns (

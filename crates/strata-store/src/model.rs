@@ -1,9 +1,7 @@
-//! What the store hands out: snapshot info, mount specs, usage, image records.
+//! What the store hands out: snapshot info, usage, image records.
 
-use crate::ovl::XattrNamespace;
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::PathBuf;
 
 /// The containerd snapshotter's three kinds of snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,23 +56,6 @@ pub struct Info {
     pub updated: i64,
     /// The layer made its root opaque: mounts stop the lower stack here.
     pub root_opaque: bool,
-}
-
-/// How to mount a snapshot. No mounting happens in this crate; a mounter
-/// (strata-overlay, strata-fuse) turns this into a mount.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountSpec {
-    /// Read-only layer dirs, top-most first (overlayfs `lowerdir` order).
-    pub lowers: Vec<PathBuf>,
-    /// The writable dir (active snapshots).
-    pub upper: Option<PathBuf>,
-    /// overlayfs' scratch dir, on the same filesystem as `upper`.
-    pub work: Option<PathBuf>,
-    /// Whether the mount is read-only.
-    pub read_only: bool,
-    /// The namespace every dir of the stack keeps its overlay markers in: a kernel
-    /// mount needs `userxattr` for [`XattrNamespace::User`], strata-fuse writes in it.
-    pub xattrs: XattrNamespace,
 }
 
 /// Disk use of one snapshot's own dir.

@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use rustix::fs::FlockOperation;
 
 use crate::error::{Error, Result};
-use crate::sys;
+use strata_core::sys;
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 

@@ -9,11 +9,11 @@ use super::Store;
 use super::db;
 use super::model::{Info, Kind};
 use super::staging::Staging;
-use crate::apply::{ApplyBuilder, ApplyReport, Mode};
-use crate::digest::Digest;
 use crate::error::{Error, Result};
-use crate::ovl::XattrNamespace;
-use crate::sys;
+use strata_core::Digest;
+use strata_core::ovl::XattrNamespace;
+use strata_core::sys;
+use strata_core::{ApplyBuilder, ApplyReport, Mode};
 
 /// Opens a layer blob for reading.
 pub type OpenBlob<'a> = Box<dyn Fn() -> std::io::Result<Box<dyn Read + Send>> + Send + Sync + 'a>;
@@ -131,7 +131,7 @@ impl Store {
                     }
                 });
             }
-            let result = (|| {
+            let result = (|| -> Result<()> {
                 // The lower dirs of the chain so far, top-most first: built one layer at a
                 // time (one row read each) rather than walking the whole chain per layer.
                 let mut below: Vec<PathBuf> = Vec::new();
@@ -182,7 +182,7 @@ impl Store {
     /// (top-most first), or deferring the lower-layer work (parallel unpack).
     fn stage(&self, layer: &LayerSpec<'_>, parents: &[PathBuf], xattrs: XattrNamespace, defer: bool) -> Staged {
         let staging = Staging::create(&self.staging_root())?;
-        let result = (|| {
+        let result = (|| -> Result<ApplyReport> {
             let mut builder = ApplyBuilder::new(Mode::Overlay)
                 .xattr_namespace(xattrs)
                 .expect_diff_id(layer.diff_id.clone())
@@ -198,7 +198,7 @@ impl Store {
                 path: staging.path.clone(),
                 source,
             })?;
-            builder.build()?.apply(blob, &staging.fs())
+            Ok(builder.build()?.apply(blob, &staging.fs())?)
         })();
         match result {
             Ok(report) => Ok((staging, report)),
@@ -219,7 +219,7 @@ impl Store {
         xattrs: XattrNamespace,
     ) -> Result<ApplyReport> {
         let (staging, report) = staged?;
-        let finished = (|| {
+        let finished = (|| -> Result<()> {
             if !report.deferred.is_empty() {
                 let applier = ApplyBuilder::new(Mode::Overlay).xattr_namespace(xattrs).defer_lower(true).build()?;
                 applier.resolve_deferred(&staging.fs(), parents, &report.deferred)?;

@@ -1,13 +1,4 @@
-//! The overlay on-disk format's xattr namespace, as one type.
-//!
-//! Kernel overlayfs keeps its markers (opaque dirs, redirects, origins, ...) in
-//! `trusted.overlay.*`, or in `user.overlay.*` when mounted with `userxattr` (rootless:
-//! `trusted.*` needs `CAP_SYS_ADMIN`). A layer dir written in one namespace means
-//! nothing to a mount that reads the other: an opaque dir stops being opaque and lower
-//! files it must hide show through. So the namespace travels with every layer: the apply
-//! engine writes in one ([`crate::ApplyBuilder::xattr_namespace`]), the store records it
-//! per snapshot and moves a layer to the namespace a mount reads
-//! ([`convert_tree`]), and the mount plans read it from the `MountSpec`.
+//! Which xattr namespace a layer dir keeps its overlay markers in.
 
 use std::ffi::OsStr;
 use std::fmt;

@@ -6,13 +6,14 @@
 //! ```
 //! The output is deterministic; a test checks the shipped image is exactly this.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;
 
 use serde_json::json;
 use strata_core::Digest;
 use strata_core::tar::{Builder, Entry};
+use strata_image::Platform;
+use strata_image::layout::{LayerBlob, LayoutWriter, REF_NAME, media};
 
 fn layer(entries: &[(Entry, &[u8])]) -> std::io::Result<Vec<u8>> {
     let mut tar = Builder::new(Vec::new());
@@ -22,8 +23,8 @@ fn layer(entries: &[(Entry, &[u8])]) -> std::io::Result<Vec<u8>> {
     tar.finish()
 }
 
-/// The demo image's files: path -> bytes (blobs, index.json, oci-layout).
-pub fn demo_image() -> std::io::Result<BTreeMap<String, Vec<u8>>> {
+/// Writes the demo image as an OCI layout into `out`.
+pub fn write_demo_image(out: &Path) -> std::io::Result<()> {
     let e = |entry: Entry| (entry, &b""[..]);
     let layers = [
         layer(&[
@@ -53,38 +54,26 @@ pub fn demo_image() -> std::io::Result<BTreeMap<String, Vec<u8>>> {
             e(Entry::hardlink("usr/bin/hello-again", "usr/bin/hello")),
         ])?,
     ];
-    let mut files = BTreeMap::new();
-    let mut put = |bytes: Vec<u8>| {
-        let digest = Digest::of(&bytes);
-        let size = bytes.len();
-        files.insert(format!("blobs/sha256/{}", digest.hex()), bytes);
-        (digest.to_string(), size)
-    };
-    let mut descriptors = Vec::new();
-    let mut diff_ids = Vec::new();
+    let diff_ids: Vec<Digest> = layers.iter().map(|tar| Digest::of(tar)).collect();
+    let mut blobs = Vec::new();
     for tar in &layers {
-        diff_ids.push(Digest::of(tar).to_string());
         let mut gz = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::best());
         gz.write_all(tar)?;
-        let (digest, size) = put(gz.finish()?);
-        descriptors
-            .push(json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest, "size": size}));
+        blobs.push(gz.finish()?);
     }
+    let layers: Vec<LayerBlob<'_>> = blobs
+        .iter()
+        .zip(&diff_ids)
+        .map(|(blob, diff_id)| LayerBlob { blob, diff_id, media_type: media::LAYER_GZIP })
+        .collect();
+    let mut layout = LayoutWriter::create(out)?;
     // The files are architecture-independent; a single-platform image of another
     // architecture is still accepted unless --platform asks otherwise.
-    let config = json!({"architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}});
-    let (config_digest, config_size) = put(serde_json::to_vec(&config)?);
-    let manifest = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config_size},
-        "layers": descriptors});
-    let (manifest_digest, manifest_size) = put(serde_json::to_vec(&manifest)?);
-    let index = json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": manifest_digest, "size": manifest_size,
-                       "annotations": {"org.opencontainers.image.ref.name": "strata-demo:1"}}]});
-    files.insert("index.json".into(), serde_json::to_vec(&index)?);
-    files.insert("oci-layout".into(), br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec());
-    Ok(files)
+    let platform = Platform { os: "linux".into(), arch: "amd64".into(), variant: None };
+    let manifest = layout.image(&layers, &platform, json!({"Cmd": ["/bin/sh"]}))?;
+    layout.add(manifest, &[(REF_NAME, "strata-demo:1")]);
+    layout.finish()?;
+    Ok(())
 }
 
 #[allow(dead_code)]
@@ -93,11 +82,7 @@ fn main() -> std::io::Result<()> {
     if out.exists() {
         std::fs::remove_dir_all(&out)?;
     }
-    for (path, bytes) in demo_image()? {
-        let path = out.join(path);
-        std::fs::create_dir_all(path.parent().unwrap_or(&out))?;
-        std::fs::write(path, bytes)?;
-    }
+    write_demo_image(&out)?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -120,17 +120,24 @@ fn shipped_demo_image_is_what_the_generator_writes() {
     #[path = "../examples/make_demo_image.rs"]
     mod demo;
     let root = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/demo/image"));
-    let files = demo::demo_image().expect("generate");
-    for (path, bytes) in &files {
-        assert_eq!(
-            &std::fs::read(root.join(path)).expect("shipped file"),
-            bytes,
-            "{path}: run `cargo run --example make_demo_image` and commit"
-        );
-    }
-    let shipped =
-        walkdir::WalkDir::new(root).into_iter().filter(|e| e.as_ref().is_ok_and(|e| e.file_type().is_file())).count();
-    assert_eq!(shipped, files.len(), "demo/image holds files the generator does not write");
+    let generated = tempfile::tempdir().expect("tempdir");
+    demo::write_demo_image(generated.path()).expect("generate");
+    let files = |dir: &std::path::Path| -> Vec<(String, Vec<u8>)> {
+        walkdir::WalkDir::new(dir)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| e.expect("walk"))
+            .filter(|e| e.file_type().is_file())
+            .map(|e| {
+                let rel = e.path().strip_prefix(dir).expect("under dir").display().to_string();
+                (rel, std::fs::read(e.path()).expect("read"))
+            })
+            .collect()
+    };
+    assert!(
+        files(generated.path()) == files(root),
+        "demo/image differs from the generator's output: run `cargo run --example make_demo_image` and commit"
+    );
     let dir = tempfile::tempdir().expect("tempdir");
     let out =
         strata(&["unpack", root.to_str().expect("utf-8"), "--to", dir.path().join("r").to_str().expect("utf-8")], None);

@@ -3,9 +3,9 @@
 
 use std::os::unix::fs::MetadataExt;
 
-use strata::core::tar::writer::{HeaderFields, gnu_long_header, set_checksum};
 use strata::core::tar::{Builder, Entry};
 use strata::core::{ApplyBuilder, Compression, Digest, Error, Mode};
+use strata_testkit::hostile::{HeaderFields, gnu_long_header, set_checksum};
 
 use crate::util::{apply_flat, e, gzip, layer, zstd};
 
@@ -125,14 +125,14 @@ fn gnu_sparse(name: &str, real_size: u64, regions: &[(u64, u8)]) -> Vec<u8> {
     block[257..265].copy_from_slice(b"ustar  \0");
     block[345..500].fill(0);
     let slot = |buf: &mut [u8], offset: u64| {
-        strata::core::tar::writer::octal(&mut buf[..12], offset);
-        strata::core::tar::writer::octal(&mut buf[12..24], 4096);
+        strata_testkit::hostile::octal(&mut buf[..12], offset);
+        strata_testkit::hostile::octal(&mut buf[12..24], 4096);
     };
     let (head, rest) = regions.split_at(regions.len().min(4));
     for (i, &(offset, _)) in head.iter().enumerate() {
         slot(&mut block[386 + i * 24..386 + i * 24 + 24], offset);
     }
-    strata::core::tar::writer::octal(&mut block[483..495], real_size);
+    strata_testkit::hostile::octal(&mut block[483..495], real_size);
     let mut ext = [0u8; 512];
     if !rest.is_empty() {
         block[482] = 1;
@@ -174,7 +174,7 @@ fn old_gnu_sparse_files_keep_their_holes() {
 #[test]
 fn pax_sparse_is_refused_clearly() {
     let records = strata::core::tar::pax::format_record("GNU.sparse.major", b"1");
-    let mut bytes = strata::core::tar::writer::pax_header(b"f", &records);
+    let mut bytes = strata_testkit::hostile::pax_header(b"f", &records);
     bytes.extend(layer(&[e(Entry::file("f", 0o644))]));
     let dir = tempfile::tempdir().expect("tempdir");
     let err = apply_flat(&bytes, dir.path()).expect_err("refused").to_string();

@@ -4,8 +4,8 @@
 
 use strata::core::tar::Entry;
 use strata::core::tar::pax::format_record;
-use strata::core::tar::writer::{HeaderFields, gnu_long_header, pax_header, set_checksum};
 use strata::core::{ApplyBuilder, Mode};
+use strata_testkit::hostile::{HeaderFields, gnu_long_header, pax_header, set_checksum};
 
 use crate::util::{Sandbox, Tree, e, gzip, layer, zstd};
 

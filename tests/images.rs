@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 
 use strata::core::tar::Entry;
 
+use strata::image::layout::{LayoutWriter, REF_NAME};
+
 use crate::util::images::{self, Blob};
 use crate::util::{Tree, apply_flat, e, layer};
 
@@ -134,23 +136,13 @@ fn multi_platform_index_selects_by_platform_and_skips_attestations() {
 fn several_images_need_a_reference() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let dir = tmp.path().join("two");
-    let one = images::write_image(
-        &dir,
-        &[Blob::plain(layer(&[(Entry::file("which", 0o644), b"one")]))],
-        "linux",
-        images::host_arch(),
-    );
-    let two = images::write_image(
-        &dir,
-        &[Blob::plain(layer(&[(Entry::file("which", 0o644), b"two")]))],
-        "linux",
-        images::host_arch(),
-    );
-    let tag = |mut d: serde_json::Value, name: &str| {
-        d["annotations"] = serde_json::json!({"org.opencontainers.image.ref.name": name});
-        d
-    };
-    images::write_layout(&dir, vec![tag(one, "app:one"), tag(two.clone(), "app:two")]);
+    let mut layout = LayoutWriter::create(&dir).expect("layout");
+    let host = strata::image::Platform::host();
+    let one = images::write_image(&layout, &[Blob::plain(layer(&[(Entry::file("which", 0o644), b"one")]))], &host);
+    let two = images::write_image(&layout, &[Blob::plain(layer(&[(Entry::file("which", 0o644), b"two")]))], &host);
+    layout.add(one, &[(REF_NAME, "app:one")]);
+    layout.add(two.clone(), &[(REF_NAME, "app:two")]);
+    layout.finish().expect("layout");
     let (out, _) = unpack(&dir, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -239,14 +231,16 @@ fn bad_images_are_refused_clearly_and_leave_nothing() {
 
     // Docker schema 1.
     let dir = t.join("schema1");
-    let mut desc = images::write_image(&dir, &good(), "linux", images::host_arch());
+    let mut layout = LayoutWriter::create(&dir).expect("layout");
+    let mut desc = images::write_image(&layout, &good(), &strata::image::Platform::host());
     let s1 = serde_json::to_vec(&serde_json::json!({"schemaVersion": 1, "name": "old", "tag": "v1", "fsLayers": []}))
         .expect("json");
     let s1_digest = strata::core::Digest::of(&s1);
     std::fs::write(dir.join("blobs/sha256").join(s1_digest.hex()), &s1).expect("write");
     desc["digest"] = serde_json::json!(s1_digest.to_string());
     desc["size"] = serde_json::json!(s1.len());
-    images::write_layout(&dir, vec![desc]);
+    layout.add(desc, &[]);
+    layout.finish().expect("layout");
     assert_refused(&dir, &[], &["schema 1", "unsupported"]);
 
     // An encrypted layer.

@@ -146,13 +146,38 @@ fn cleanup_on_open_removes_orphans_and_abandoned_staging_only() {
     // dir nobody holds.
     std::fs::create_dir_all(path.join("snapshots/orphan/fs")).expect("mkdir");
     std::fs::create_dir_all(path.join("staging/dead/fs/etc")).expect("mkdir");
-    // A live staging dir (held by a Store in this process) must survive.
-    let live = strata::store::Staging::create_in(&store).expect("stage");
-    let cleaned = Store::open(&path).expect("reopen").cleanup().expect("cleanup");
-    assert_eq!((cleaned.orphan_dirs, cleaned.staging_dirs), (0, 0), "the reopen already cleaned");
-    assert!(!path.join("snapshots/orphan").exists() && !path.join("staging/dead").exists());
-    assert!(live.path.exists(), "a staging dir whose owner is alive is kept");
-    assert_eq!(store.walk().expect("walk").len(), 1);
+    // A live staging dir must survive: an unpack in another thread whose layer source
+    // blocks after its staging dir exists, until the reopen has cleaned up.
+    let blobs = three_layers();
+    let (opened, wait_opened) = std::sync::mpsc::channel::<()>();
+    let (release, wait_release) = std::sync::mpsc::channel::<()>();
+    let wait_release = std::sync::Mutex::new(wait_release);
+    let blocked = LayerSpec {
+        diff_id: blobs[1].diff_id(),
+        digest: Some(blobs[1].digest()),
+        open: Box::new(move || {
+            let _ = opened.send(());
+            let _ = wait_release.lock().expect("lock").recv();
+            Ok(Box::new(std::io::Cursor::new(blobs[1].blob.clone())) as Box<dyn std::io::Read + Send>)
+        }),
+    };
+    let all = three_layers();
+    let base = specs(&all[..1]);
+    std::thread::scope(|scope| {
+        let unpacking =
+            scope.spawn(|| store.unpack(&[base.into_iter().next().expect("base"), blocked], seq(), &|_| {}));
+        wait_opened.recv().expect("the unpack staged its layer");
+        let live: Vec<_> =
+            std::fs::read_dir(path.join("staging")).expect("ls").map(|e| e.expect("entry").path()).collect();
+        let cleaned = Store::open(&path).expect("reopen").cleanup().expect("cleanup");
+        assert_eq!((cleaned.orphan_dirs, cleaned.staging_dirs), (0, 0), "the reopen already cleaned");
+        assert!(!path.join("snapshots/orphan").exists() && !path.join("staging/dead").exists());
+        let kept: Vec<_> = live.iter().filter(|p| p.exists()).collect();
+        assert_eq!(kept.len(), 1, "the staging dir whose owner is alive is kept: {live:?}");
+        release.send(()).expect("release");
+        unpacking.join().expect("join").expect("the held unpack still commits");
+    });
+    assert_eq!(store.walk().expect("walk").len(), 2);
 }
 
 /// Per-layer reference trees: each layer applied in overlay form on its parents.

@@ -10,24 +10,11 @@ pub mod tree;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use strata::core::tar::{Builder, Entry};
 use strata::core::{ApplyBuilder, ApplyReport, Mode};
 
 pub use tree::Tree;
 
-/// A layer as `(entry, data)` pairs, written as a plain tar.
-pub fn layer(entries: &[(Entry, &[u8])]) -> Vec<u8> {
-    let mut tar = Builder::new(Vec::new());
-    for (entry, data) in entries {
-        tar.append(entry, data).expect("write to a Vec");
-    }
-    tar.finish().expect("write to a Vec")
-}
-
-/// Shorthand for an entry with no data.
-pub fn e(entry: Entry) -> (Entry, &'static [u8]) {
-    (entry, b"")
-}
+pub use strata_testkit::{e, gzip, layer, zstd};
 
 /// The direct children of `dir` in a tree, as full paths.
 pub fn children(t: &Tree, dir: &str) -> Vec<String> {
@@ -37,22 +24,6 @@ pub fn children(t: &Tree, dir: &str) -> Vec<String> {
         .filter(|p| p.strip_prefix(&prefix).is_some_and(|rest| !rest.contains('/')))
         .map(str::to_owned)
         .collect()
-}
-
-/// gzip-compresses.
-pub fn gzip(bytes: &[u8]) -> Vec<u8> {
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-    gz.write_all(bytes).expect("write to a Vec");
-    gz.finish().expect("write to a Vec")
-}
-
-/// zstd-compresses with a content checksum, as the `zstd` CLI and containerd's
-/// encoder write by default.
-pub fn zstd(bytes: &[u8]) -> Vec<u8> {
-    let mut enc = zstd::Encoder::new(Vec::new(), 3).expect("encoder");
-    enc.include_checksum(true).expect("checksum flag");
-    enc.write_all(bytes).expect("compress in memory");
-    enc.finish().expect("compress in memory")
 }
 
 /// Applies `layer` flat into `dir`.

@@ -1,6 +1,6 @@
 //! # strata-image
 //!
-//! Reads container images from disk, without writing anything: OCI image layouts
+//! Reads container images from disk: OCI image layouts
 //! (a directory or a tar archive of one) and `docker save` archives in all three shapes
 //! (legacy `<id>/layer.tar`, Docker 25+ OCI-based, compressed layer blobs).
 //!
@@ -10,6 +10,9 @@
 //! before it becomes a path, and resolves every path inside the image only. Layers come
 //! out bottom first with their diff_ids (and blob digests where the format records
 //! them), ready for `strata_core::Applier`, which checks them while applying.
+//!
+//! [`layout::LayoutWriter`] writes OCI layouts (content-addressed blobs, `index.json`
+//! last).
 //!
 //! Refused, with the reason: Docker schema 1 manifests, encrypted layers, foreign layers
 //! whose blob is absent, compressed image archives.
@@ -26,6 +29,7 @@
 mod docker;
 mod error;
 mod image;
+pub mod layout;
 mod oci;
 mod platform;
 mod source;

@@ -1,4 +1,24 @@
-//! The snapshot store: the containerd snapshotter model on a directory.
+//! # strata-store
+//!
+//! The snapshot store a runtime embeds: the containerd snapshotter model (prepare /
+//! view / commit / remove / stat / update / usage / walk / mounts / cleanup) on a
+//! directory. Layers unpack into committed snapshots keyed by ChainID ([`Store::unpack`],
+//! in parallel), each recording the xattr namespace its overlay markers are in; a mount
+//! spec always reads one namespace ([`strata_core::ovl`]). Metadata lives in SQLite (WAL,
+//! bundled via rusqlite): several processes share one store with real transactions.
+//!
+//! ```
+//! use strata_store::{Kind, Store};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("store"))?;
+//! // A writable snapshot with no parent: an upper dir and a work dir, mounted as a bind.
+//! let spec = store.prepare("container-1", None, Default::default())?;
+//! assert!(spec.upper.is_some() && spec.lowers.is_empty());
+//! assert_eq!(store.stat("container-1")?.kind, Kind::Active);
+//! store.remove("container-1")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 //!
 //! ```text
 //! <root>/                  0700
@@ -36,7 +56,6 @@ use rusqlite::{Connection, TransactionBehavior};
 
 pub use error::{Error, Result};
 pub use model::{ImageRecord, Info, Kind, MountRecord, Usage};
-pub use staging::Staging;
 pub use strata_core::ovl::MountSpec;
 pub use unpack::{LayerEvent, LayerSpec, UnpackOptions, UnpackOutcome};
 

@@ -27,9 +27,9 @@ pub(crate) fn unique_token() -> String {
 
 /// A locked staging dir holding `fs/` (the layer) and `work/` (overlayfs scratch).
 #[derive(Debug)]
-pub struct Staging {
+pub(crate) struct Staging {
     /// `<root>/staging/<token>`.
-    pub path: PathBuf,
+    pub(crate) path: PathBuf,
     /// The dir name, reused as the snapshot dir name after the rename.
     pub token: String,
     /// Held while we work; dropping it lets a later cleanup remove the dir.
@@ -53,16 +53,8 @@ impl Staging {
         Ok(Staging { path, token, _lock: lock })
     }
 
-    /// A staging dir in `store`'s staging area (for callers that stage by hand).
-    ///
-    /// # Errors
-    /// The dir cannot be created or locked.
-    pub fn create_in(store: &super::Store) -> Result<Staging> {
-        Staging::create(&store.root().join("staging"))
-    }
-
     /// The layer dir.
-    pub fn fs(&self) -> PathBuf {
+    pub(crate) fn fs(&self) -> PathBuf {
         self.path.join("fs")
     }
 

@@ -14,6 +14,7 @@ use std::process::Command;
 use anyhow::{Context as _, bail};
 use serde_json::json;
 use strata_core::{Compression, Digest};
+use strata_image::layout::{LayerBlob, LayoutWriter, REF_NAME};
 use strata_image::{Image, Selector};
 
 use runner::{Skipped, Tool};
@@ -275,36 +276,15 @@ fn count_entries(tar: &[u8]) -> usize {
 /// An OCI layout over already-written layer blobs, tagged `bench` (umoci's
 /// `--image dir:bench`) and named for containerd's import.
 fn write_layout(dir: &Path, tars: &[Vec<u8>], blobs: &[PathBuf], media_type: &str) -> anyhow::Result<PathBuf> {
-    let blob_dir = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blob_dir)?;
-    let put = |bytes: &[u8]| -> anyhow::Result<(String, usize)> {
-        let d = Digest::of(bytes);
-        std::fs::write(blob_dir.join(d.hex()), bytes)?;
-        Ok((d.to_string(), bytes.len()))
-    };
-    let mut layers = Vec::new();
-    for path in blobs {
-        let (digest, size) = put(&std::fs::read(path)?)?;
-        layers.push(json!({"mediaType": media_type, "digest": digest, "size": size}));
-    }
-    let diff_ids: Vec<String> = tars.iter().map(|t| Digest::of(t).to_string()).collect();
-    let arch = strata_image::Platform::host().arch;
-    let (config, config_size) = put(&serde_json::to_vec(
-        &json!({"architecture": arch, "os": "linux", "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}),
-    )?)?;
-    let (manifest, manifest_size) = put(&serde_json::to_vec(
-        &json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config, "size": config_size}, "layers": layers}),
-    )?)?;
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(
-            &json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": manifest, "size": manifest_size, "annotations": {"org.opencontainers.image.ref.name": "bench", "io.containerd.image.name": containerd::IMAGE}}]}),
-        )?,
-    )?;
-    Ok(dir.to_owned())
+    let mut layout = LayoutWriter::create(dir)?;
+    let diff_ids: Vec<Digest> = tars.iter().map(|t| Digest::of(t)).collect();
+    let bytes = blobs.iter().map(std::fs::read).collect::<std::io::Result<Vec<_>>>()?;
+    let layers: Vec<LayerBlob<'_>> =
+        bytes.iter().zip(&diff_ids).map(|(blob, diff_id)| LayerBlob { blob, diff_id, media_type }).collect();
+    let platform = strata_image::Platform { os: "linux".into(), ..strata_image::Platform::host() };
+    let manifest = layout.image(&layers, &platform, json!({}))?;
+    layout.add(manifest, &[(REF_NAME, "bench"), ("io.containerd.image.name", containerd::IMAGE)]);
+    Ok(layout.finish()?)
 }
 
 pub(crate) fn installed(program: &str) -> bool {

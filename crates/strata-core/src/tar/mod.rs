@@ -4,7 +4,7 @@ mod entry;
 pub mod header;
 pub mod pax;
 mod reader;
-pub mod writer;
+mod writer;
 
 pub use entry::{Entry, EntryKind, SparseMap, Timestamp};
 pub use reader::{MAX_META_HEADER, Reader};

@@ -3,7 +3,7 @@
 //!
 //! [`Builder`] writes ustar headers and adds a PAX header only when a field does not fit
 //! (long paths, large ids, sub-second times, xattrs), as Go's archive/tar and containerd
-//! do. The free functions build single blocks so tests can craft hostile archives.
+//! do. Hostile archives are crafted elsewhere (strata-testkit), byte by byte.
 
 use std::io::{self, Write};
 
@@ -79,12 +79,9 @@ impl<W: Write> Builder<W> {
         self.write_padded(data)
     }
 
-    /// Writes raw bytes (hostile tests).
-    ///
-    /// # Errors
-    /// Fails when writing to the output fails.
-    pub fn raw(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.out.write_all(bytes)
+    /// The output written so far (e.g. to add bytes between entries).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
     }
 
     fn write_padded(&mut self, data: &[u8]) -> io::Result<()> {
@@ -127,35 +124,35 @@ fn format_time(t: Timestamp) -> String {
     }
 }
 
-/// The fields of one ustar header, for building blocks by hand.
+/// The fields of one ustar header.
 #[derive(Debug, Clone, Default)]
-pub struct HeaderFields<'a> {
+struct HeaderFields<'a> {
     /// Type flag byte (`b'0'`, `b'x'`, ...).
-    pub typeflag: u8,
+    typeflag: u8,
     /// `name` field (<= 100 bytes).
-    pub name: &'a [u8],
+    name: &'a [u8],
     /// `prefix` field (<= 155 bytes).
-    pub prefix: &'a [u8],
+    prefix: &'a [u8],
     /// `linkname` field (<= 100 bytes).
-    pub link: &'a [u8],
+    link: &'a [u8],
     /// Size field.
-    pub size: u64,
+    size: u64,
     /// Mode field.
-    pub mode: u32,
+    mode: u32,
     /// Uid field.
-    pub uid: u64,
+    uid: u64,
     /// Gid field.
-    pub gid: u64,
+    gid: u64,
     /// Mtime field (seconds).
-    pub mtime: u64,
+    mtime: u64,
     /// Device major/minor.
-    pub device: (u64, u64),
+    device: (u64, u64),
 }
 
 impl HeaderFields<'_> {
     /// A POSIX ustar block with these fields; call [`set_checksum`] after any change.
     /// Fields too long for their slot are cut (hostile tests rely on exact bytes).
-    pub fn block(&self) -> [u8; BLOCK] {
+    fn block(&self) -> [u8; BLOCK] {
         let mut b = [0u8; BLOCK];
         put(&mut b[0..100], self.name);
         octal(&mut b[100..108], u64::from(self.mode));
@@ -183,7 +180,7 @@ fn put(field: &mut [u8], value: &[u8]) {
 }
 
 /// Writes `value` as zero-padded octal ending in NUL; base-256 when it does not fit.
-pub fn octal(field: &mut [u8], value: u64) {
+fn octal(field: &mut [u8], value: u64) {
     let digits = field.len() - 1;
     let text = format!("{value:0digits$o}");
     if text.len() <= digits {
@@ -200,7 +197,7 @@ pub fn octal(field: &mut [u8], value: u64) {
 }
 
 /// Recomputes the checksum field of a header block.
-pub fn set_checksum(block: &mut [u8; BLOCK]) {
+fn set_checksum(block: &mut [u8; BLOCK]) {
     block[148..156].fill(b' ');
     let sum: u32 = block.iter().map(|&b| u32::from(b)).sum();
     let text = format!("{sum:06o}\0 ");
@@ -208,13 +205,8 @@ pub fn set_checksum(block: &mut [u8; BLOCK]) {
 }
 
 /// A PAX extended header (`x`) block plus its padded data.
-pub fn pax_header(path: &[u8], records: &[u8]) -> Vec<u8> {
+fn pax_header(path: &[u8], records: &[u8]) -> Vec<u8> {
     meta_header(b'x', &[b"PaxHeaders/", last_component(path)].concat(), records)
-}
-
-/// A GNU long name (`L`) or long link (`K`) header plus its padded, NUL-ended data.
-pub fn gnu_long_header(typeflag: u8, value: &[u8]) -> Vec<u8> {
-    meta_header(typeflag, b"././@LongLink", &[value, b"\0"].concat())
 }
 
 fn meta_header(typeflag: u8, name: &[u8], data: &[u8]) -> Vec<u8> {

@@ -111,6 +111,25 @@ fn hardlink_to_a_lower_file_copies_it_into_the_layer() {
     assert_eq!(Tree::of(&l1).get("bin/tool").links, Vec::<String>::new(), "the lower layer is untouched");
 }
 
+/// The copy keeps a file capability: chown (which drops `security.capability` and the
+/// setuid bit) comes before the xattrs and the mode.
+#[test]
+fn privileged_copy_up_keeps_file_capabilities_and_setuid_after_chown() {
+    if !crate::util::require_privileged("privileged_copy_up_keeps_file_capabilities_and_setuid_after_chown") {
+        return;
+    }
+    const CAP_NET_RAW: [u8; 20] = [0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+    let ping = Entry::file("bin/ping", 0o4755).owner(1000, 1000).xattr("security.capability", &CAP_NET_RAW);
+    apply_overlay(&layer(&[(ping, b"\x7fELF ping")]), &l1, &[]).expect("l1");
+    apply_overlay(&layer(&[e(Entry::hardlink("usr/ping", "bin/ping"))]), &l2, &[&l1]).expect("l2");
+    let t = Tree::of(&l2);
+    let ping = t.get("bin/ping");
+    assert_eq!((ping.mode, ping.uid, ping.gid), (0o4755, 1000, 1000));
+    assert_eq!(ping.xattrs.get("security.capability").map(Vec::as_slice), Some(&CAP_NET_RAW[..]));
+}
+
 #[test]
 fn hardlink_to_a_lower_file_hidden_by_a_whiteout_is_an_error() {
     let dir = tempfile::tempdir().expect("tempdir");

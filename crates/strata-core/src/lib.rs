@@ -51,7 +51,7 @@ mod stream;
 pub mod sys;
 pub mod tar;
 
-pub use apply::{Applier, ApplyBuilder, ApplyReport, DevicePolicy, Mode};
+pub use apply::{Applier, ApplyBuilder, ApplyReport, Deferred, DeferredLink, DevicePolicy, Mode};
 pub use digest::{Digest, Hasher};
 pub use error::{Error, Result};
 pub use stream::Compression;

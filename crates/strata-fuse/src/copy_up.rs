@@ -3,16 +3,16 @@
 //! place, so a crash or `ENOSPC` never leaves a partial file visible in the upper dir.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, SeekFrom, Stat, Timespec, Timestamps};
+use rustix::fs::{AtFlags, FileType, RenameFlags, Stat};
 use rustix::io::Errno;
+use strata_core::ovl::copy_up::{Copied, CopyOptions, copy_entry};
 use strata_core::sys;
 
-use crate::layers::{self, Place};
+use crate::layers::Place;
 use crate::union::Union;
 
 impl Union {
@@ -120,126 +120,17 @@ fn stage(
     ino: u64,
     with_data: bool,
 ) -> io::Result<()> {
-    let kind = layers::kind_of(st);
-    let mode = Mode::from_raw_mode(st.st_mode & 0o7777);
-    let mut data: Option<File> = None;
-    match kind {
-        FileType::Directory => rustix::fs::mkdirat(work, tmp, Mode::from_raw_mode(0o700))?,
-        FileType::RegularFile => {
-            let src = File::from(rustix::fs::openat(
-                src_dir,
-                name,
-                OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?);
-            let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::CLOEXEC;
-            let dst = File::from(rustix::fs::openat(work, tmp, flags, Mode::from_raw_mode(0o600))?);
-            if with_data {
-                copy_data(&src, &dst, st)?;
-            }
-            data = Some(dst);
-        }
-        FileType::Symlink => {
-            let target = sys::read_link(src_dir, name)?;
-            rustix::fs::symlinkat(target.as_os_str(), work, tmp)?;
-        }
-        other => rustix::fs::mknodat(work, tmp, other, mode, st.st_rdev)?,
-    }
-    for key in sys::list_xattrs(src_dir, name)? {
-        if union.is_private_xattr(OsStr::new(&key)) {
-            continue;
-        }
-        if let Some(value) = sys::get_xattr(src_dir, name, &key)? {
-            match sys::set_xattr_nofollow(work, tmp, &key, &value) {
-                Ok(()) => {}
-                // security.* the upper fs refuses (e.g. selinux labels on tmpfs): as overlayfs.
-                Err(e) if key.starts_with("security.") && strata_core::ovl::whiteout::xattr_unsupported(&e) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    rustix::fs::chownat(
-        work,
-        tmp,
-        Some(rustix::fs::Uid::from_raw(st.st_uid)),
-        Some(rustix::fs::Gid::from_raw(st.st_gid)),
-        AtFlags::SYMLINK_NOFOLLOW,
-    )?;
-    if kind != FileType::Symlink {
-        rustix::fs::chmodat(work, tmp, mode, AtFlags::empty())?;
-    }
+    let public = |key: &str| !union.is_private_xattr(OsStr::new(key));
+    let options = CopyOptions { data: with_data, owner: true, xattr: &public };
+    let copied = copy_entry(src_dir, name, st, work, tmp, &options)?;
     // Keep the lower inode number (see ORIGIN_INO); optional, as on an fs without xattrs.
-    let _ = sys::set_xattr_nofollow(work, tmp, &union.origin_key, &ino.to_le_bytes());
-    let times = Timestamps {
-        last_access: Timespec { tv_sec: st.st_atime, tv_nsec: st.st_atime_nsec as _ },
-        last_modification: Timespec { tv_sec: st.st_mtime, tv_nsec: st.st_mtime_nsec as _ },
+    let _ = match &copied {
+        Copied::File(f) => sys::set_xattr_fd(f.as_fd(), &union.origin_key, &ino.to_le_bytes()),
+        Copied::Node(n) => n.set_xattr(&union.origin_key, &ino.to_le_bytes()),
     };
-    rustix::fs::utimensat(work, tmp, &times, AtFlags::SYMLINK_NOFOLLOW)?;
-    if let Some(dst) = data {
+    if let Copied::File(f) = &copied {
         // As overlayfs: the copy is durable before it replaces the lower view.
-        rustix::fs::fsync(&dst)?;
-    }
-    Ok(())
-}
-
-/// Copies a regular file's bytes: a reflink when the fs can, else `copy_file_range`,
-/// else read/write; holes are kept for sparse files.
-fn copy_data(src: &File, dst: &File, st: &Stat) -> io::Result<()> {
-    let size = st.st_size as u64;
-    if size == 0 {
-        return Ok(());
-    }
-    if rustix::fs::ioctl_ficlone(dst, src).is_ok() {
-        return Ok(());
-    }
-    let sparse = (st.st_blocks as u64) * 512 < size;
-    let mut start = 0u64;
-    while start < size {
-        let (from, to) = if sparse {
-            let Ok(data) = rustix::fs::seek(src, SeekFrom::Data(start)) else { break };
-            let hole = rustix::fs::seek(src, SeekFrom::Hole(data)).unwrap_or(size);
-            (data, hole.min(size))
-        } else {
-            (start, size)
-        };
-        copy_range(src, dst, from, to)?;
-        start = to;
-    }
-    if sparse {
-        rustix::fs::ftruncate(dst, size)?;
-    }
-    Ok(())
-}
-
-fn copy_range(src: &File, dst: &File, from: u64, to: u64) -> io::Result<()> {
-    let mut off_in = from;
-    let mut off_out = from;
-    while off_in < to {
-        let want = usize::try_from(to - off_in).unwrap_or(usize::MAX).min(1 << 30);
-        match rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want) {
-            Ok(0) => return Err(Errno::IO.into()),
-            Ok(_) => {}
-            Err(Errno::XDEV | Errno::NOSYS | Errno::INVAL | Errno::OPNOTSUPP) => {
-                return copy_by_reading(src, dst, off_in, to);
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn copy_by_reading(src: &File, dst: &File, from: u64, to: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut off = from;
-    while off < to {
-        let want = buf.len().min(usize::try_from(to - off).unwrap_or(usize::MAX));
-        let n = src.read_at(&mut buf[..want], off)?;
-        if n == 0 {
-            return Err(Errno::IO.into());
-        }
-        dst.write_all_at(&buf[..n], off)?;
-        off += n as u64;
+        rustix::fs::fsync(f)?;
     }
     Ok(())
 }

@@ -10,9 +10,9 @@ use serde::Deserialize;
 use strata_core::Digest;
 
 use crate::error::{Error, Result};
-use crate::image::{Format, Image, Layer, Selector, normalize_reference, parse_json, reference_digest};
-use crate::oci::check_explicit_platform;
+use crate::model::{Format, Image, Layer, Selector};
 use crate::platform::Platform;
+use crate::rules::{check_explicit_platform, normalize_reference, parse_json, reference_digest};
 use crate::source::Source;
 
 /// One image in `manifest.json`.

@@ -30,11 +30,13 @@ mod docker;
 mod error;
 mod image;
 pub mod layout;
+mod model;
 mod oci;
 mod platform;
+mod rules;
 mod source;
 
 pub use error::{Error, Result};
-pub use image::{Format, Image, Layer, Selector};
+pub use model::{Format, Image, Layer, Selector};
 pub use platform::Platform;
 pub use source::{BlobReader, MAX_JSON};

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::error::{Error, Result};
-use crate::image::{
-    Format, Image, Layer, Selector, blob_path, check_layer_media_type, is_foreign, normalize_reference, parse_digest,
+use crate::model::{Format, Image, Layer, Selector};
+use crate::platform::Platform;
+use crate::rules::{
+    blob_path, check_explicit_platform, check_layer_media_type, is_foreign, normalize_reference, parse_digest,
     parse_json, read_json_blob, reference_digest,
 };
-use crate::platform::Platform;
 use crate::source::Source;
 
 const INDEX_TYPES: &[&str] =
@@ -148,21 +149,6 @@ fn layers(source: &Source, manifest: &ImageManifest, config: &ImageConfiguration
         });
     }
     Ok(out)
-}
-
-/// A single-platform image of another platform is refused only when the user asked
-/// for a platform explicitly.
-pub(crate) fn check_explicit_platform(source: &Source, selector: &Selector, platform: &Platform) -> Result<()> {
-    if selector.explicit_platform
-        && !selector.platform.matches(&platform.os, &platform.arch, platform.variant.as_deref())
-    {
-        return Err(Error::NotFound {
-            image: source.path().to_owned(),
-            wanted: format!("platform {}", selector.platform),
-            available: vec![platform.to_string()],
-        });
-    }
-    Ok(())
 }
 
 /// Picks the manifest for the wanted platform; attestation manifests never count.

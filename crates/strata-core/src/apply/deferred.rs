@@ -12,37 +12,11 @@ use std::path::{Path, PathBuf};
 use super::Applier;
 use super::engine::Engine;
 use super::lower::LowerChain;
+use super::report::{Deferred, DeferredLink};
 use crate::error::{Error, Result};
 use crate::path::LayerPath;
 use crate::sys;
-use crate::tar::{Entry, Timestamp};
-
-/// What a deferred apply left to do.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Deferred {
-    /// Directories created because an entry needed them (no entry of their own).
-    pub implied_dirs: Vec<LayerPath>,
-    /// Hardlinks whose target was not in the layer at that point.
-    pub links: Vec<DeferredLink>,
-}
-
-impl Deferred {
-    /// Whether nothing was deferred.
-    pub fn is_empty(&self) -> bool {
-        self.implied_dirs.is_empty() && self.links.is_empty()
-    }
-}
-
-/// A hardlink to a file expected in a lower layer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeferredLink {
-    /// The link's path.
-    pub link: LayerPath,
-    /// The target's path.
-    pub target: LayerPath,
-    /// The link entry's mtime (for directories the fix-up must create).
-    pub mtime: Timestamp,
-}
+use crate::tar::Entry;
 
 impl Applier {
     /// Finishes a layer applied with [`defer_lower`](super::ApplyBuilder::defer_lower) in

@@ -2,7 +2,6 @@
 
 use std::collections::HashSet;
 use std::ffi::OsStr;
-use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
@@ -10,11 +9,12 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::dir_cache::DirCache;
+use super::dir_finish::DirFinish;
 use super::lower::LowerChain;
-use super::parents::DirFinish;
-use super::report::ApplyReport;
+use super::report::{ApplyReport, DeferredLink};
 use super::{Applier, DevicePolicy, Mode, meta};
 use crate::error::{Error, Result};
+use crate::ovl::copy_up::{CopyOptions, copy_entry};
 use crate::ovl::whiteout;
 use crate::path::{self, LayerPath, Meaning};
 use crate::sys::{self, Code, NodeKind};
@@ -446,7 +446,7 @@ impl<'a> Engine<'a> {
             found = tdir.as_ref().and_then(|d| sys::lstat(d.as_fd(), &tname).ok().flatten());
         }
         if found.is_none() && self.opts.defer_lower && !self.whiteouts.contains(&target) {
-            self.report.deferred.links.push(super::DeferredLink { link: p.clone(), target, mtime: entry.mtime });
+            self.report.deferred.links.push(DeferredLink { link: p.clone(), target, mtime: entry.mtime });
             self.report.hardlinks += 1;
             return Ok(());
         }
@@ -488,38 +488,15 @@ impl<'a> Engine<'a> {
         let Some((parent, name)) = dst.split_last() else {
             return Ok(false);
         };
-        let dir = self.dir_at(&parent, entry)?;
-        let dir = dir.as_fd();
         let st = &found.stat;
-        match sys::file_type(st) {
-            sys::Kind::RegularFile => {
-                let mut src = sys::open_file_nofollow(found.dir.as_fd(), &found.name)
-                    .map_err(|e| self.io("open lower file", e))?;
-                let mut dst: File =
-                    sys::create_file_exclusive(dir, name).map_err(|e| self.io("openat (copy-up)", e))?;
-                // std's io::copy between files uses copy_file_range (reflinks where supported).
-                io::copy(&mut src, &mut dst).map_err(|e| self.io("copy lower file", e))?;
-                if self.opts.same_owner {
-                    sys::chown_fd(dst.as_fd(), st.st_uid, st.st_gid).map_err(|e| self.io("fchown (copy-up)", e))?;
-                }
-                self.copy_xattrs(&found, dst.as_fd())?;
-                sys::chmod_fd(dst.as_fd(), st.st_mode & 0o7777).map_err(|e| self.io("fchmod (copy-up)", e))?;
-                let (atime, mtime) = sys::stat_times(st);
-                sys::set_times_fd(dst.as_fd(), atime, mtime).map_err(|e| self.io("futimens (copy-up)", e))?;
-            }
-            sys::Kind::Symlink => {
-                let target =
-                    sys::read_link(found.dir.as_fd(), &found.name).map_err(|e| self.io("readlink lower", e))?;
-                sys::symlink(&target, dir, name).map_err(|e| self.io("symlinkat (copy-up)", e))?;
-                let node = self.pin(dir, name, sys::Kind::Symlink)?;
-                if self.opts.same_owner {
-                    node.chown(st.st_uid, st.st_gid).map_err(|e| self.io("fchownat (copy-up)", e))?;
-                }
-                let (atime, mtime) = sys::stat_times(st);
-                node.set_times(atime, mtime).map_err(|e| self.io("utimensat (copy-up)", e))?;
-            }
-            _ => return Err(self.fail("hardlink target in a lower layer is neither a file nor a symlink")),
+        if !matches!(sys::file_type(st), sys::Kind::RegularFile | sys::Kind::Symlink) {
+            return Err(self.fail("hardlink target in a lower layer is neither a file nor a symlink"));
         }
+        let dir = self.dir_at(&parent, entry)?;
+        // The layer rule also keeps a lower opaque marker from being copied upward.
+        let options = CopyOptions { data: true, owner: self.opts.same_owner, xattr: &meta::xattr_allowed };
+        copy_entry(found.dir.as_fd(), &found.name, st, dir.as_fd(), name, &options)
+            .map_err(|e| self.io("copy-up from a lower layer", e))?;
         self.written.insert(dst.clone());
         Ok(true)
     }

@@ -8,6 +8,7 @@
 
 mod deferred;
 mod dir_cache;
+mod dir_finish;
 mod engine;
 mod lower;
 mod meta;
@@ -19,8 +20,7 @@ use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-pub use deferred::{Deferred, DeferredLink};
-pub use report::ApplyReport;
+pub use report::{ApplyReport, Deferred, DeferredLink};
 
 use crate::digest::Digest;
 use crate::error::{Error, Result};

@@ -2,63 +2,17 @@
 //! overlayfs would show them, and with directory times recorded so they can be restored
 //! after the children are written.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::rc::Rc;
 
 use super::dir_cache::ParentDir;
+use super::dir_finish::DirFinal;
 use super::engine::Engine;
 use crate::error::Result;
 use crate::path::LayerPath;
 use crate::sys::{self, Code};
 use crate::tar::{Entry, Timestamp};
-
-/// What to set on a directory once every entry is written.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct DirFinal {
-    /// Access and modification times.
-    pub times: Option<(Timestamp, Timestamp)>,
-    /// The mode, when it was deferred (unprivileged: the dir had to stay writable).
-    pub mode: Option<u32>,
-}
-
-/// Directory attributes that must wait until the children are written. For times,
-/// explicit entries win over times recorded for implied or pre-existing directories.
-#[derive(Debug, Default)]
-pub struct DirFinish(HashMap<LayerPath, DirFinal>);
-
-impl DirFinish {
-    /// Records the times a directory entry of this layer asks for.
-    pub fn set(&mut self, path: LayerPath, atime: Timestamp, mtime: Timestamp) {
-        self.0.entry(path).or_default().times = Some((atime, mtime));
-    }
-
-    /// Records times to restore unless the layer sets its own.
-    pub fn keep(
-        &mut self,
-        path: &LayerPath,
-        times: impl FnOnce() -> std::io::Result<(Timestamp, Timestamp)>,
-    ) -> std::io::Result<()> {
-        if self.0.get(path).is_none_or(|f| f.times.is_none()) {
-            let t = times()?;
-            self.0.entry(path.clone()).or_default().times = Some(t);
-        }
-        Ok(())
-    }
-
-    /// Records a mode to set last.
-    pub fn defer_mode(&mut self, path: &LayerPath, mode: u32) {
-        self.0.entry(path.clone()).or_default().mode = Some(mode);
-    }
-
-    /// Deepest first, so a restrictive parent mode never blocks reaching a child.
-    pub fn into_sorted(self) -> Vec<(LayerPath, DirFinal)> {
-        let mut all: Vec<_> = self.0.into_iter().collect();
-        all.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
-        all
-    }
-}
 
 fn current_times(dir: BorrowedFd<'_>) -> std::io::Result<(Timestamp, Timestamp)> {
     let st = sys::lstat(dir, OsStr::new(""))?.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound))?;

@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use crate::digest::Digest;
+use crate::path::LayerPath;
 use crate::stream::Compression;
+use crate::tar::Timestamp;
 
 /// Counts and digests of one applied layer.
 #[derive(Debug, Clone)]
@@ -85,4 +87,31 @@ impl ApplyReport {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 { self.uncompressed_bytes as f64 / 1e6 / secs } else { 0.0 }
     }
+}
+
+/// What a deferred apply left to do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Deferred {
+    /// Directories created because an entry needed them (no entry of their own).
+    pub implied_dirs: Vec<LayerPath>,
+    /// Hardlinks whose target was not in the layer at that point.
+    pub links: Vec<DeferredLink>,
+}
+
+impl Deferred {
+    /// Whether nothing was deferred.
+    pub fn is_empty(&self) -> bool {
+        self.implied_dirs.is_empty() && self.links.is_empty()
+    }
+}
+
+/// A hardlink to a file expected in a lower layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeferredLink {
+    /// The link's path.
+    pub link: LayerPath,
+    /// The target's path.
+    pub target: LayerPath,
+    /// The link entry's mtime (for directories the fix-up must create).
+    pub mtime: Timestamp,
 }

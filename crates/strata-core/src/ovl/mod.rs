@@ -9,9 +9,11 @@
 //! per snapshot and moves a layer to the namespace a mount reads ([`convert_tree`]), and
 //! mounters read it from the [`MountSpec`].
 //!
-//! The names of the tar form (`.wh.NAME`, `.wh..wh..opq`) and the rules for telling
+//! Copying one entry up (data, owner, mode, xattrs, times) is [`copy_up`], shared by
+//! the apply engine and strata-fuse. The names of the tar form (`.wh.NAME`, `.wh..wh..opq`) and the rules for telling
 //! a whiteout from a file live in [`whiteout`].
 
+pub mod copy_up;
 mod namespace;
 mod stack;
 pub mod whiteout;

@@ -1,0 +1,111 @@
+//! What an image is: its layers in order, with the digests that check them, and how it was found.
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use strata_core::Digest;
+
+use crate::error::Result;
+use crate::platform::Platform;
+use crate::source::{BlobReader, Source};
+
+/// Which shape the image source has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Format {
+    /// An OCI image layout (directory or tar archive).
+    OciLayout,
+    /// `docker save` of Docker <= 24: `manifest.json` and `<id>/layer.tar`.
+    DockerLegacy,
+    /// `docker save` of Docker >= 25: an OCI layout plus `manifest.json`.
+    DockerOci,
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Format::OciLayout => "OCI image layout",
+            Format::DockerLegacy => "docker save (legacy)",
+            Format::DockerOci => "docker save (OCI)",
+        })
+    }
+}
+
+/// Which image of a source to read.
+#[derive(Debug, Clone)]
+pub struct Selector {
+    /// `NAME:TAG`, a tag, or `@sha256:...` / `sha256:...`; `None` when the source holds one.
+    pub reference: Option<String>,
+    /// The platform to pick from image indexes.
+    pub platform: Platform,
+    /// Whether the user named the platform (a single-platform image of another
+    /// platform is then an error rather than accepted).
+    pub explicit_platform: bool,
+}
+
+impl Default for Selector {
+    fn default() -> Self {
+        Selector { reference: None, platform: Platform::host(), explicit_platform: false }
+    }
+}
+
+/// One layer of an image.
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Position, bottom layer first.
+    pub index: usize,
+    /// Digest of the blob as stored (compressed), when the format records it.
+    pub digest: Option<Digest>,
+    /// Digest of the uncompressed tar, from the image config.
+    pub diff_id: Digest,
+    /// Media type as declared (compression is sniffed anyway).
+    pub media_type: String,
+    /// Blob size in bytes.
+    pub size: u64,
+    /// Path of the blob inside the image source.
+    pub(crate) path: String,
+}
+
+/// An image read from an OCI layout or a docker-save archive.
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// A name for messages: the reference that selected it, or the first tag.
+    pub name: String,
+    /// The source's shape.
+    pub format: Format,
+    /// The manifest digest, when the format has manifests.
+    pub manifest_digest: Option<Digest>,
+    /// The config digest (the image id).
+    pub config_digest: Digest,
+    /// The platform from the config.
+    pub platform: Platform,
+    /// Layers, bottom first.
+    pub layers: Vec<Layer>,
+    pub(crate) source: Arc<Source>,
+}
+
+impl Image {
+    /// Streams layer `layer`'s blob.
+    ///
+    /// # Errors
+    /// The blob is absent or unreadable.
+    pub fn open_layer(&self, layer: &Layer) -> Result<BlobReader> {
+        self.source.open_file(&layer.path, &format!("layer {} ({})", layer.index + 1, layer.diff_id)).map(|(r, _)| r)
+    }
+
+    /// The ChainID of each layer, bottom first.
+    pub fn chain_ids(&self) -> Vec<Digest> {
+        let mut out: Vec<Digest> = Vec::with_capacity(self.layers.len());
+        for layer in &self.layers {
+            let chain = Digest::chain(out.last(), &layer.diff_id);
+            out.push(chain);
+        }
+        out
+    }
+
+    /// The path of the image source.
+    pub fn source_path(&self) -> &Path {
+        self.source.path()
+    }
+}

@@ -313,3 +313,38 @@ fn a_bad_layer_unpacked_into_the_store_never_shows_and_the_store_stays_usable() 
 fn blobs_fresh() -> Vec<Blob> {
     layers().into_iter().map(Blob::gzip).collect()
 }
+
+/// A layer blob that is a FIFO (planted in a layout another user controls) is refused
+/// at once; opening it must not block. The unpack runs as a child so a regression
+/// fails the test (after a generous bound) instead of hanging the suite.
+#[test]
+fn a_fifo_planted_as_a_blob_is_refused_without_hanging() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let dir = tmp.path().join("img");
+    let blobs: Vec<Blob> = layers().into_iter().map(Blob::gzip).collect();
+    images::oci_layout(&dir, &blobs, "v1");
+    let blob = dir.join("blobs/sha256").join(blobs[1].digest().hex());
+    std::fs::remove_file(&blob).expect("rm blob");
+    let made = Command::new("mkfifo").arg(&blob).status().expect("mkfifo");
+    assert!(made.success());
+    let to = tmp.path().join("rootfs");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["unpack", dir.to_str().expect("utf-8"), "--to", to.to_str().expect("utf-8")])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while child.try_wait().expect("wait").is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill(); // our own child, by PID
+            panic!("strata unpack blocked opening a FIFO blob");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().expect("output");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("layer 2/") && stderr.contains("not a regular file"), "{stderr}");
+    assert!(!to.exists(), "nothing left behind");
+}

@@ -118,13 +118,14 @@ pub fn open_dir_in_root(root: BorrowedFd<'_>, rel: &OsStr) -> io::Result<OwnedFd
 /// # Errors
 /// `ENOENT`, `ELOOP`, `EXDEV`, or what the kernel says.
 pub fn open_file_in_root(root: BorrowedFd<'_>, rel: &OsStr) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::CLOEXEC;
+    // Non-blocking until checked: opening a FIFO planted as a blob must not hang.
+    let flags = OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NONBLOCK;
     if HAVE_OPENAT2.load(Ordering::Relaxed) {
         let resolve = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
         match rustix::fs::openat2(root, rel, flags, Mode::empty(), resolve) {
             Err(Errno::NOSYS) => HAVE_OPENAT2.store(false, Ordering::Relaxed),
             Err(Errno::AGAIN) => {}
-            other => return other.map(File::from).map_err(errno),
+            other => return other.map_err(errno).and_then(regular_file),
         }
     }
     let bytes = rel.as_bytes();
@@ -164,13 +165,27 @@ pub fn create_file_exclusive(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<Fi
     rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(0o600)).map(File::from).map_err(errno)
 }
 
-/// Opens regular file `name` in `dir` for reading, refusing symlinks.
+/// Opens regular file `name` in `dir` for reading, refusing symlinks and anything that
+/// is not a regular file (a FIFO swapped in must not block the open).
 ///
 /// # Errors
-/// `ELOOP` on a symlink, or what the kernel says.
+/// `ELOOP` on a symlink, an error naming the file type for a non-regular file, or what
+/// the kernel says.
 pub fn open_file_nofollow(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<File> {
-    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    rustix::fs::openat(dir, name, flags, Mode::empty()).map(File::from).map_err(errno)
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    rustix::fs::openat(dir, name, flags, Mode::empty()).map_err(errno).and_then(regular_file)
+}
+
+/// Checks that an fd opened with `O_NONBLOCK` is a regular file, then makes it blocking.
+fn regular_file(fd: OwnedFd) -> io::Result<File> {
+    let st = rustix::fs::fstat(&fd).map_err(errno)?;
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("not a regular file ({kind:?})")));
+    }
+    let flags = rustix::fs::fcntl_getfl(&fd).map_err(errno)?;
+    rustix::fs::fcntl_setfl(&fd, flags - OFlags::NONBLOCK).map_err(errno)?;
+    Ok(File::from(fd))
 }
 
 /// `mkdirat(dir, name, mode)`.

@@ -209,3 +209,27 @@ fn deferred_link_with_no_target_anywhere_is_an_error_at_resolve() {
     let err = applier.resolve_deferred(&out, &[], &report.deferred).expect_err("no target").to_string();
     assert!(err.contains("hardlink target nowhere not found"), "{err}");
 }
+
+/// umoci, when a directory becomes a file, also writes whiteouts for the old children
+/// under the new file (`dir2file/.wh.sub`). They hide nothing (a file hides all below
+/// it), so they are ignored with a warning, in both forms, as `umoci unpack` does.
+#[test]
+fn whiteouts_under_a_file_of_the_same_layer_are_ignored_with_a_warning() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base = layer(&[e(Entry::dir("dir2file", 0o755)), (Entry::file("dir2file/sub", 0o644), b"old")]);
+    let change = layer(&[(Entry::file("dir2file", 0o644), b"now a file"), e(Entry::whiteout("dir2file/sub"))]);
+    let (l1, l2) = (dir.path().join("l1"), dir.path().join("l2"));
+    apply_overlay(&base, &l1, &[]).expect("l1");
+    let report = apply_overlay(&change, &l2, &[&l1]).expect("umoci's dir2file layer applies");
+    assert_eq!(std::fs::read(l2.join("dir2file")).expect("file"), b"now a file");
+    assert!(
+        report.warnings.iter().any(|w| w.contains("dir2file/.wh.sub") && w.contains("ignored")),
+        "{:?}",
+        report.warnings
+    );
+
+    let flat = dir.path().join("flat");
+    crate::util::apply_flat(&base, &flat).expect("base");
+    crate::util::apply_flat(&change, &flat).expect("flat");
+    assert_eq!(std::fs::read(flat.join("dir2file")).expect("file"), b"now a file");
+}

@@ -598,6 +598,18 @@ impl<'a> Engine<'a> {
         })
     }
 
+    /// The nearest proper ancestor of `p` that this layer wrote as a non-directory.
+    fn non_dir_ancestor_of_this_layer(&self, p: &LayerPath) -> Result<Option<LayerPath>> {
+        let depth = p.components().count();
+        for n in (1..depth).rev() {
+            let prefix = p.prefix(n);
+            if self.written.contains(&prefix) && self.existing_dir(&prefix)?.is_none() {
+                return Ok(Some(prefix));
+            }
+        }
+        Ok(None)
+    }
+
     /// `DIR/.wh.NAME`: NAME of lower layers is hidden.
     fn whiteout(&mut self, p: &LayerPath, entry: &Entry) -> Result<()> {
         self.report.whiteouts += 1;
@@ -615,6 +627,17 @@ impl<'a> Engine<'a> {
             return Ok(());
         }
         if self.hidden_by_this_layer(p) {
+            return Ok(());
+        }
+        if let Some(file) = self.non_dir_ancestor_of_this_layer(p)? {
+            // umoci writes these when a directory became a file; nothing below a file
+            // shows in the merged view, so they hide nothing (umoci's unpack agrees).
+            let warning = format!(
+                "{}: whiteout under {}, a non-directory of this layer; ignored",
+                self.entry_path,
+                file.display()
+            );
+            self.report.warnings.push(warning);
             return Ok(());
         }
         let dir = self.dir_at(&parent, entry)?;

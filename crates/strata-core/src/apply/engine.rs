@@ -598,14 +598,22 @@ impl<'a> Engine<'a> {
         })
     }
 
-    /// The nearest proper ancestor of `p` that this layer wrote as a non-directory.
-    fn non_dir_ancestor_of_this_layer(&self, p: &LayerPath) -> Result<Option<LayerPath>> {
+    /// The nearest proper ancestor of `p` that this layer wrote as a file (not a
+    /// directory, not a symlink: a whiteout through a symlink stays refused, since tools
+    /// that follow it would delete elsewhere).
+    fn file_ancestor_of_this_layer(&self, p: &LayerPath) -> Result<Option<LayerPath>> {
         let depth = p.components().count();
         for n in (1..depth).rev() {
             let prefix = p.prefix(n);
-            if self.written.contains(&prefix) && self.existing_dir(&prefix)?.is_none() {
-                return Ok(Some(prefix));
+            if !self.written.contains(&prefix) {
+                continue;
             }
+            let Some((parent, name)) = prefix.split_last() else { continue };
+            let Some(dir) = self.existing_dir(&parent)? else { return Ok(None) };
+            let st = sys::lstat(dir.as_fd(), name).map_err(|e| self.io("fstatat", e))?;
+            return Ok(st
+                .filter(|st| !matches!(sys::file_type(st), sys::Kind::Directory | sys::Kind::Symlink))
+                .map(|_| prefix));
         }
         Ok(None)
     }
@@ -629,14 +637,11 @@ impl<'a> Engine<'a> {
         if self.hidden_by_this_layer(p) {
             return Ok(());
         }
-        if let Some(file) = self.non_dir_ancestor_of_this_layer(p)? {
+        if let Some(file) = self.file_ancestor_of_this_layer(p)? {
             // umoci writes these when a directory became a file; nothing below a file
             // shows in the merged view, so they hide nothing (umoci's unpack agrees).
-            let warning = format!(
-                "{}: whiteout under {}, a non-directory of this layer; ignored",
-                self.entry_path,
-                file.display()
-            );
+            let warning =
+                format!("{}: whiteout under {}, a file of this layer; ignored", self.entry_path, file.display());
             self.report.warnings.push(warning);
             return Ok(());
         }

@@ -22,6 +22,11 @@ struct Cli {
 /// starts (internal; same command line as the `strata-fuse` binary).
 pub(crate) const FUSE_SERVE: &str = "fuse-serve";
 
+/// This binary as the strata-fuse daemon (`strata fuse-serve ...`).
+pub(crate) fn fuse_daemon() -> std::io::Result<strata::rootfs::FuseDaemon> {
+    Ok(strata::rootfs::FuseDaemon { program: std::env::current_exe()?, args: vec![FUSE_SERVE.into()] })
+}
+
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if args.get(1).is_some_and(|a| a == FUSE_SERVE) {

@@ -81,6 +81,9 @@ fn privileged_fuse_copy_up_of_a_large_file_keeps_content_metadata_and_inode() {
     .expect("chown");
     fs::set_permissions(&big, fs::Permissions::from_mode(0o4751)).expect("chmod after chown");
     rustix::fs::setxattr(&big, "user.tag", b"v1", XattrFlags::empty()).expect("xattr");
+    // A file capability, which chown drops: the copy must set it after the owner.
+    const CAP_NET_RAW: [u8; 20] = [0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    rustix::fs::setxattr(&big, "security.capability", &CAP_NET_RAW, XattrFlags::empty()).expect("capability");
     let t = rustix::fs::Timespec { tv_sec: 1_234_567_890, tv_nsec: 42 };
     rustix::fs::utimensat(
         CWD,
@@ -102,6 +105,7 @@ fn privileged_fuse_copy_up_of_a_large_file_keeps_content_metadata_and_inode() {
         assert_eq!((md.mode() & 0o7777, md.uid(), md.gid()), (0o4751, 7, 8), "owner and mode incl. setuid");
         assert_eq!((md.mtime(), md.mtime_nsec()), (1_234_567_890, 42), "mtime");
         assert_eq!(xattr(&copied, "user.tag").as_deref(), Some(&b"v1"[..]), "xattrs copied");
+        assert_eq!(xattr(&copied, "security.capability").as_deref(), Some(&CAP_NET_RAW[..]), "capability kept");
         let after = merged.symlink_metadata().expect("stat after");
         assert_eq!(before.ino(), after.ino(), "st_ino stable across copy-up");
         assert!(!s.dir.path().join("work").read_dir().expect("work").any(|_| true), "work dir left clean");

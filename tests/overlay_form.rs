@@ -233,3 +233,29 @@ fn whiteouts_under_a_file_of_the_same_layer_are_ignored_with_a_warning() {
     crate::util::apply_flat(&change, &flat).expect("flat");
     assert_eq!(std::fs::read(flat.join("dir2file")).expect("file"), b"now a file");
 }
+
+/// A layer applied in the user namespace over parents in the trusted one (what
+/// `strata unpack --userxattr` does on a root store's layers) still sees the parents'
+/// opaque dirs: a hardlink to a file an opaque parent dir hides is an error, not a
+/// copy of the hidden file.
+#[test]
+fn privileged_lower_opaque_dirs_count_in_either_namespace() {
+    if !crate::util::require_privileged("privileged_lower_opaque_dirs_count_in_either_namespace") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (l1, l2, l3) = (dir.path().join("l1"), dir.path().join("l2"), dir.path().join("l3"));
+    apply_overlay(&layer(&[e(Entry::dir("d", 0o755)), (Entry::file("d/f", 0o644), b"hidden")]), &l1, &[]).expect("l1");
+    apply_overlay(&layer(&[e(Entry::dir("d", 0o755)), e(Entry::opaque("d"))]), &l2, &[&l1]).expect("l2");
+    assert_eq!(xattr(&l2.join("d"), "trusted.overlay.opaque").as_deref(), Some(&b"y"[..]));
+    let err = ApplyBuilder::new(Mode::Overlay)
+        .xattr_namespace(XattrNamespace::User)
+        .parent(&l2)
+        .parent(&l1)
+        .build()
+        .expect("build")
+        .apply(&layer(&[e(Entry::hardlink("h", "d/f"))])[..], &l3)
+        .expect_err("d/f is hidden by l2's opaque d");
+    assert!(err.to_string().contains("not found"), "{err}");
+    assert!(!l3.join("d/f").exists(), "the hidden file was not copied up");
+}

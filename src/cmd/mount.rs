@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use serde_json::json;
-use strata::rootfs::{self, FuseDaemon, MountOptions, UnmountOptions};
+use strata::rootfs::{self, MountOptions, UnmountOptions};
 use strata_image::{Image, Platform, Selector};
 use strata_overlay::{HostFeatures, is_mount_point};
 
@@ -64,7 +64,7 @@ pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
         read_only: args.read_only,
         driver: args.driver,
         name: args.name.clone(),
-        fuse_daemon: FuseDaemon { program: std::env::current_exe()?, args: vec![crate::FUSE_SERVE.into()] },
+        fuse_daemon: crate::fuse_daemon()?,
         ..MountOptions::default()
     };
     if let Some(jobs) = args.jobs {

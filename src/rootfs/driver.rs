@@ -30,16 +30,6 @@ pub enum MountedWith {
     Fuse,
 }
 
-impl MountedWith {
-    /// `overlay` or `fuse`: the driver recorded in the store.
-    pub fn driver_name(self) -> &'static str {
-        match self {
-            MountedWith::Overlay | MountedWith::Bind => "overlay",
-            MountedWith::Fuse => "fuse",
-        }
-    }
-}
-
 impl fmt::Display for MountedWith {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

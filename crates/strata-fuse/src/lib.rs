@@ -119,7 +119,7 @@ impl UnionConfig {
             // Requests wait on wake-ups more than on CPU: more threads than cores pay.
             threads: (2 * cpus).clamp(4, 16),
             allow_other: root,
-            xattrs: if root { XattrNamespace::Trusted } else { XattrNamespace::User },
+            xattrs: XattrNamespace::native(),
             fsname: "strata".into(),
             read_only: false,
             // Root mounts root filesystems: device nodes and setuid programs must work.

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context as _, bail};
-use strata::rootfs::{FuseDaemon, fuse_options, mount_fuse};
+use strata::rootfs::{fuse_options, mount_fuse};
 use strata_core::ovl::MountSpec;
 use strata_overlay::{KernelMounter, MountPlan, Mounter, OverlayOptions};
 use strata_store::Store;
@@ -65,8 +65,7 @@ impl RunHooks for MountHooks {
             }
             Driver::FuseOverlayfs => fuse_overlayfs(&spec, &mnt(scratch))?,
             Driver::StrataFuse | Driver::StrataFuseNoPassthrough => {
-                let daemon = FuseDaemon { program: std::env::current_exe()?, args: vec![crate::FUSE_SERVE.into()] };
-                mount_fuse(&daemon, &spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
+                mount_fuse(&crate::fuse_daemon()?, &spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
             }
         }
         Ok(())

@@ -34,7 +34,7 @@ impl Applier {
             path: target.to_owned(),
             source,
         })?;
-        let lower = LowerChain::open(parents, self.xattrs)?;
+        let lower = LowerChain::open(parents)?;
         let resolver = Applier { defer_lower: false, ..self.clone() };
         let mut engine = Engine::new(&resolver, root.as_fd(), target, &lower);
         // Links first: they may add entries to directories whose times come last.

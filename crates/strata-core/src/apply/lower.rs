@@ -4,7 +4,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 
 use crate::error::{Error, Result};
@@ -16,8 +16,6 @@ use crate::sys::{self, Stat};
 #[derive(Debug)]
 pub struct LowerChain {
     layers: Vec<OwnedFd>,
-    /// The namespace the layers keep their opaque markers in.
-    xattrs: XattrNamespace,
 }
 
 /// A path found in a lower layer.
@@ -36,14 +34,14 @@ impl LowerChain {
     ///
     /// # Errors
     /// A parent cannot be opened as a directory.
-    pub fn open(dirs: &[PathBuf], xattrs: XattrNamespace) -> Result<LowerChain> {
+    pub fn open(dirs: &[PathBuf]) -> Result<LowerChain> {
         let layers = dirs
             .iter()
             .map(|d| {
                 sys::open_dir_path(d).map_err(|source| Error::Io { op: "open parent layer", path: d.clone(), source })
             })
             .collect::<Result<_>>()?;
-        Ok(LowerChain { layers, xattrs })
+        Ok(LowerChain { layers })
     }
 
     /// Looks `path` up through the chain as the merged view would see it.
@@ -57,7 +55,7 @@ impl LowerChain {
         };
         for layer in &self.layers {
             let mut dir = sys::open_dir_beneath(layer.as_fd(), OsStr::new(""))?;
-            let mut stop_below = whiteout::is_opaque(dir.as_fd(), OsStr::new(""), self.xattrs)?;
+            let mut stop_below = is_opaque(dir.as_fd())?;
             for (depth, &name) in parts.iter().enumerate() {
                 let Some(stat) = sys::lstat(dir.as_fd(), name)? else {
                     break;
@@ -72,7 +70,7 @@ impl LowerChain {
                     return Ok(None);
                 }
                 dir = sys::open_child_dir(dir.as_fd(), name)?;
-                stop_below |= whiteout::is_opaque(dir.as_fd(), OsStr::new(""), self.xattrs)?;
+                stop_below |= is_opaque(dir.as_fd())?;
             }
             // An opaque dir on the way (the layer root included) hides the rest of the chain.
             if stop_below {
@@ -81,4 +79,17 @@ impl LowerChain {
         }
         Ok(None)
     }
+}
+
+/// Parents may be in either namespace (a store layer keeps the one it was unpacked in,
+/// and a `--userxattr` unpack stacks on trusted ones). A layer can never carry overlay
+/// xattrs itself (`meta::xattr_allowed`), so any marker here was written by the apply
+/// engine and both namespaces count.
+fn is_opaque(dir: BorrowedFd<'_>) -> io::Result<bool> {
+    for ns in [XattrNamespace::Trusted, XattrNamespace::User] {
+        if whiteout::has_opaque_xattr(dir, OsStr::new(""), ns)? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }

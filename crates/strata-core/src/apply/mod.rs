@@ -178,7 +178,7 @@ impl Applier {
     pub fn apply<R: Read + Send>(&self, input: R, target: &Path) -> Result<ApplyReport> {
         let started = Instant::now();
         let root = open_target(target, self.mode)?;
-        let lower = lower::LowerChain::open(&self.parents, self.xattrs)?;
+        let lower = lower::LowerChain::open(&self.parents)?;
         let (job, chunks) = stream::pipeline(input).map_err(|source| Error::Io {
             op: "read layer",
             path: target.to_owned(),

@@ -65,11 +65,8 @@ pub fn whited_out_name(name: &OsStr) -> Option<&OsStr> {
 /// A filesystem call fails (a filesystem without xattrs or a namespace this process may
 /// not read is not an error: the xattr form is then absent).
 pub fn is_opaque(dir: BorrowedFd<'_>, name: &OsStr, ns: XattrNamespace) -> io::Result<bool> {
-    match sys::get_xattr(dir, name, ns.opaque_key()) {
-        Ok(Some(v)) if v == XATTR_TRUE => return Ok(true),
-        Ok(_) => {}
-        Err(e) if xattr_unsupported(&e) => {}
-        Err(e) => return Err(e),
+    if has_opaque_xattr(dir, name, ns)? {
+        return Ok(true);
     }
     let mut marker = OsString::from(name);
     if !marker.is_empty() {
@@ -80,6 +77,20 @@ pub fn is_opaque(dir: BorrowedFd<'_>, name: &OsStr, ns: XattrNamespace) -> io::R
         Ok(_) => Ok(true),
         Err(Errno::NOENT | Errno::NOTDIR) => Ok(false),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Whether directory `name` in `dir` (`""`: `dir` itself) carries the opaque xattr of
+/// namespace `ns`.
+///
+/// # Errors
+/// A filesystem call fails (no xattr support, or a namespace this process may not
+/// read, counts as absent).
+pub fn has_opaque_xattr(dir: BorrowedFd<'_>, name: &OsStr, ns: XattrNamespace) -> io::Result<bool> {
+    match sys::get_xattr(dir, name, ns.opaque_key()) {
+        Ok(v) => Ok(v.as_deref() == Some(XATTR_TRUE)),
+        Err(e) if xattr_unsupported(&e) => Ok(false),
+        Err(e) => Err(e),
     }
 }
 

@@ -510,6 +510,26 @@ fn cases(victim: &str) -> Vec<Case> {
             Expect::Err("f is a non-directory written earlier in this layer"),
         ),
         flat(
+            "a whiteout 100k components deep is refused at once (PATH_MAX)",
+            layer(&[(Entry::file(&format!("{}.wh.x", "a/".repeat(100_000)), 0o644), b"")]),
+            Expect::Err("longer than PATH_MAX"),
+        ),
+        flat(
+            "a name longer than NAME_MAX",
+            layer(&[(Entry::file(&"n".repeat(256), 0o644), b"")]),
+            Expect::Err("longer than NAME_MAX"),
+        ),
+        flat(
+            "a hardlink target longer than PATH_MAX",
+            layer(&[(Entry::hardlink("l", &"t/".repeat(3000)), b"")]),
+            Expect::Err("hardlink target: the path is longer than PATH_MAX"),
+        ),
+        flat(
+            "a whiteout 1000 deep leaves its implied parents",
+            layer(&[(Entry::file(&format!("{}.wh.x", "a/".repeat(1000)), 0o644), b"")]),
+            Expect::Ok(|t| assert_eq!(t.paths().len(), 1001)),
+        ),
+        flat(
             "empty PAX path keeps the header name",
             with_pax(&[("path", b"")], Entry::file("kept", 0o644), b"x"),
             Expect::Ok(|t| assert!(t.has("kept"))),
@@ -563,6 +583,18 @@ fn hostile_layers_table() {
         names.len(),
         failures.join("\n")
     );
+}
+
+#[test]
+fn messages_shorten_long_paths() {
+    let sandbox = Sandbox::new();
+    let deep = format!("{}x", "d/".repeat(1500));
+    let tar = layer(&[(Entry::file(&deep, 0o644), b"x"), (Entry::file(&format!("{deep}/below"), 0o644), b"y")]);
+    let err = crate::util::apply_flat(&tar, &sandbox.target()).expect_err("entry below a file");
+    let msg = err.to_string();
+    assert!(msg.contains("non-directory written earlier"), "{msg}");
+    assert!(msg.len() < 600, "a {}-byte message for a 3 KB path: {msg}", msg.len());
+    assert!(msg.contains("bytes in all"), "{msg}");
 }
 
 #[test]

@@ -6,6 +6,11 @@ use std::os::unix::ffi::OsStrExt;
 
 use crate::ovl::whiteout::{AUFS_LINK_DIR, AUFS_META_PREFIX, OPAQUE_MARKER, WHITEOUT_PREFIX};
 
+/// Linux's longest name, in bytes.
+pub const NAME_MAX: usize = 255;
+/// Linux's longest path, in bytes with the terminating NUL.
+pub const PATH_MAX: usize = 4096;
+
 /// A normalised path inside a layer: no `.`, `..`, empty or absolute components.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct LayerPath(Vec<u8>);
@@ -24,12 +29,23 @@ impl LayerPath {
     ///
     /// # Errors
     /// Returns the reason when the name is refused.
+    ///
+    /// Names longer than `NAME_MAX` (255 bytes) and paths longer than `PATH_MAX` (4096
+    /// bytes with the NUL) are refused too: no runtime could create or open them (Docker
+    /// and containerd fail with ENAMETOOLONG), and the bound keeps every per-path cost
+    /// of the engine small.
     pub fn parse(raw: &[u8]) -> Result<LayerPath, String> {
-        let mut out = Vec::with_capacity(raw.len());
+        let mut out = Vec::with_capacity(raw.len().min(PATH_MAX));
         for part in raw.split(|&b| b == b'/') {
             match part {
                 b"" | b"." => {}
                 b".." => return Err("path contains '..'".into()),
+                part if part.len() > NAME_MAX => {
+                    return Err(format!("a name of {} bytes is longer than NAME_MAX ({NAME_MAX})", part.len()));
+                }
+                part if out.len() + usize::from(!out.is_empty()) + part.len() >= PATH_MAX => {
+                    return Err(format!("the path is longer than PATH_MAX ({PATH_MAX} bytes)"));
+                }
                 part => {
                     if !out.is_empty() {
                         out.push(b'/');
@@ -39,6 +55,11 @@ impl LayerPath {
             }
         }
         Ok(LayerPath(out))
+    }
+
+    /// A path already in normal form (rebuilt from normalised components).
+    pub(crate) fn from_normalised(bytes: Vec<u8>) -> LayerPath {
+        LayerPath(bytes)
     }
 
     /// The raw bytes (`a/b/c`; empty for the root).
@@ -94,10 +115,24 @@ impl LayerPath {
         if n == 0 { LayerPath::root() } else { LayerPath(self.0[..end].to_vec()) }
     }
 
-    /// For messages.
+    /// For messages (long paths shortened, see [`for_message`]).
     pub fn display(&self) -> String {
-        if self.0.is_empty() { "/".into() } else { String::from_utf8_lossy(&self.0).into_owned() }
+        if self.0.is_empty() { "/".into() } else { for_message(&self.0) }
     }
+}
+
+/// Bytes a message shows of each end of a long path.
+const MESSAGE_END: usize = 100;
+
+/// A path as a message shows it: whole when short, else its two ends around the byte
+/// count, so a hostile 1 MiB name cannot make an unreadable 1 MiB error line.
+pub fn for_message(raw: &[u8]) -> String {
+    if raw.len() <= 2 * MESSAGE_END + 32 {
+        return String::from_utf8_lossy(raw).into_owned();
+    }
+    let head = String::from_utf8_lossy(&raw[..MESSAGE_END]);
+    let tail = String::from_utf8_lossy(&raw[raw.len() - MESSAGE_END..]);
+    format!("{head}...[{} bytes in all]...{tail}", raw.len())
 }
 
 /// What an entry's name means, per the whiteout rules.
@@ -165,6 +200,8 @@ mod tests {
 
     #[test]
     fn normalisation() {
+        let (name_max, name_too_long) = ("n".repeat(NAME_MAX), "n".repeat(NAME_MAX + 1));
+        let (deepest, too_deep) = ("a/".repeat(PATH_MAX / 2), "a/".repeat(PATH_MAX / 2 + 1));
         let cases: &[(&str, Result<&str, ()>)] = &[
             ("a/b", Ok("a/b")),
             ("./a/b", Ok("a/b")),
@@ -180,6 +217,10 @@ mod tests {
             ("/", Ok("")),
             ("/../etc", Err(())),
             ("a/...", Ok("a/...")),
+            (&name_max, Ok(&name_max)),
+            (&name_too_long, Err(())),
+            (&deepest, Ok(&deepest[..4095])),
+            (&too_deep, Err(())),
         ];
         for (raw, want) in cases {
             let got = LayerPath::parse(raw.as_bytes())
@@ -187,6 +228,16 @@ mod tests {
                 .map_err(|_| ());
             assert_eq!(got, want.map(str::to_owned), "{raw:?}");
         }
+    }
+
+    #[test]
+    fn long_paths_are_shortened_in_messages() {
+        assert_eq!(for_message(b"etc/passwd"), "etc/passwd");
+        let long = "a/".repeat(50_000);
+        let shown = for_message(long.as_bytes());
+        assert!(shown.len() < 300, "{shown}");
+        assert!(shown.contains("[100000 bytes in all]"), "{shown}");
+        assert!(shown.starts_with("a/a/") && shown.ends_with("/a/"), "{shown}");
     }
 
     #[test]

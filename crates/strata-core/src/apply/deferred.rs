@@ -111,7 +111,8 @@ impl<'a> Engine<'a> {
         let Some(fd) = self.existing_dir(dir)? else { return Ok(()) };
         let st = sys::lstat(fd.as_fd(), OsStr::new("")).map_err(|e| self.io("fstatat", e))?;
         if let Some(st) = st {
-            self.dir_finish.keep(dir, || Ok(sys::stat_times(&st))).map_err(|e| self.io("fstatat", e))?;
+            let id = self.tree.insert(dir);
+            self.dir_finish.keep(id, || Ok(sys::stat_times(&st))).map_err(|e| self.io("fstatat", e))?;
         }
         Ok(())
     }

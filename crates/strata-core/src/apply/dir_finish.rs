@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::path::LayerPath;
+use super::tree::{LayerTree, NodeId};
 use crate::tar::Timestamp;
 
 /// What to set on a directory once every entry is written.
@@ -18,36 +18,36 @@ pub struct DirFinal {
 /// Directory attributes that must wait until the children are written. For times,
 /// explicit entries win over times recorded for implied or pre-existing directories.
 #[derive(Debug, Default)]
-pub struct DirFinish(HashMap<LayerPath, DirFinal>);
+pub struct DirFinish(HashMap<NodeId, DirFinal>);
 
 impl DirFinish {
     /// Records the times a directory entry of this layer asks for.
-    pub fn set(&mut self, path: LayerPath, atime: Timestamp, mtime: Timestamp) {
+    pub fn set(&mut self, path: NodeId, atime: Timestamp, mtime: Timestamp) {
         self.0.entry(path).or_default().times = Some((atime, mtime));
     }
 
     /// Records times to restore unless the layer sets its own.
     pub fn keep(
         &mut self,
-        path: &LayerPath,
+        path: NodeId,
         times: impl FnOnce() -> std::io::Result<(Timestamp, Timestamp)>,
     ) -> std::io::Result<()> {
-        if self.0.get(path).is_none_or(|f| f.times.is_none()) {
+        if self.0.get(&path).is_none_or(|f| f.times.is_none()) {
             let t = times()?;
-            self.0.entry(path.clone()).or_default().times = Some(t);
+            self.0.entry(path).or_default().times = Some(t);
         }
         Ok(())
     }
 
     /// Records a mode to set last.
-    pub fn defer_mode(&mut self, path: &LayerPath, mode: u32) {
-        self.0.entry(path.clone()).or_default().mode = Some(mode);
+    pub fn defer_mode(&mut self, path: NodeId, mode: u32) {
+        self.0.entry(path).or_default().mode = Some(mode);
     }
 
     /// Deepest first, so a restrictive parent mode never blocks reaching a child.
-    pub fn into_sorted(self) -> Vec<(LayerPath, DirFinal)> {
+    pub fn into_sorted(self, tree: &LayerTree) -> Vec<(NodeId, DirFinal)> {
         let mut all: Vec<_> = self.0.into_iter().collect();
-        all.sort_by_key(|(p, _)| std::cmp::Reverse(p.components().count()));
+        all.sort_by_key(|&(id, _)| std::cmp::Reverse(tree.depth(id)));
         all
     }
 }

@@ -1,6 +1,5 @@
 //! Per-entry apply logic, shared by both output forms.
 
-use std::collections::HashSet;
 use std::ffi::OsStr;
 use std::io::{self, Write};
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
@@ -12,6 +11,7 @@ use super::dir_cache::DirCache;
 use super::dir_finish::DirFinish;
 use super::lower::LowerChain;
 use super::report::{ApplyReport, DeferredLink};
+use super::tree::{Flag, LayerTree, NodeId};
 use super::{Applier, DevicePolicy, Mode, meta};
 use crate::error::{Error, Result};
 use crate::ovl::copy_up::{CopyOptions, copy_entry};
@@ -27,13 +27,8 @@ pub(super) struct Engine<'a> {
     pub(super) target: &'a Path,
     pub(super) lower: &'a LowerChain,
     report: ApplyReport,
-    /// Paths this layer wrote (implied directories included): whiteouts and opaque
-    /// markers only hide lower layers, never this layer's own entries.
-    pub(super) written: HashSet<LayerPath>,
-    /// The whiteouts this layer applied (overlay form: the char 0/0 devices it placed).
-    pub(super) whiteouts: HashSet<LayerPath>,
-    /// Directories this layer made opaque.
-    pub(super) opaque: HashSet<LayerPath>,
+    /// What this layer wrote, whited out and made opaque, path by path.
+    pub(super) tree: LayerTree,
     pub(super) dir_finish: DirFinish,
     /// Recently resolved parent directories; cleared on any removal.
     pub(super) cache: DirCache,
@@ -60,9 +55,7 @@ impl<'a> Engine<'a> {
             target,
             lower,
             report: ApplyReport::empty(),
-            written: HashSet::new(),
-            whiteouts: HashSet::new(),
-            opaque: HashSet::new(),
+            tree: LayerTree::default(),
             dir_finish: DirFinish::default(),
             cache: DirCache::default(),
             aufs_links: false,
@@ -87,6 +80,10 @@ impl<'a> Engine<'a> {
             })?;
             self.cache.clear();
         }
+        if self.opts.defer_lower {
+            let implied = self.tree.with_flag(Flag::IMPLIED).map(|id| self.tree.path(id)).collect();
+            self.report.deferred.implied_dirs = implied;
+        }
         self.finish_dirs()?;
         Ok(self.report)
     }
@@ -96,8 +93,15 @@ impl<'a> Engine<'a> {
         self.entry_path = path;
     }
 
-    pub(super) fn report_mut(&mut self) -> &mut ApplyReport {
-        &mut self.report
+    /// Sets `flag` on `path` (recording the path); `false` when it was already set.
+    pub(super) fn flag(&mut self, path: &LayerPath, flag: Flag) -> bool {
+        let id = self.tree.insert(path);
+        self.tree.set(id, flag)
+    }
+
+    /// Clears `flag` on `path`; `true` when it was set.
+    pub(super) fn unflag(&mut self, path: &LayerPath, flag: Flag) -> bool {
+        self.tree.find(path).is_some_and(|id| self.tree.unset(id, flag))
     }
 
     pub(super) fn fail(&self, reason: impl Into<String>) -> Error {
@@ -133,7 +137,7 @@ impl<'a> Engine<'a> {
         }
         let dir = sys::open_child_dir_readable(self.root, OsStr::new("")).map_err(|e| self.io("open target", e))?;
         self.set_dir_metadata(&LayerPath::root(), dir.as_fd(), entry)?;
-        self.dir_finish.set(LayerPath::root(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
+        self.dir_finish.set(NodeId::ROOT, entry.atime.unwrap_or(entry.mtime), entry.mtime);
         Ok(())
     }
 
@@ -150,7 +154,7 @@ impl<'a> Engine<'a> {
             EntryKind::Hardlink => self.make_hardlink(dir, name, p, entry)?,
             EntryKind::CharDevice | EntryKind::BlockDevice | EntryKind::Fifo => self.make_node(dir, name, p, entry)?,
         }
-        self.written.insert(p.clone());
+        self.flag(p, Flag::WRITTEN);
         Ok(())
     }
 
@@ -160,7 +164,7 @@ impl<'a> Engine<'a> {
         if new_is_dir && existing.as_ref().is_some_and(sys::is_dir) {
             return Ok(Clash::Merge);
         }
-        let ours = self.whiteouts.remove(p);
+        let ours = self.unflag(p, Flag::WHITEOUT);
         sys::remove_all(dir, name).map_err(|e| self.io("remove existing entry", e))?;
         if existing.as_ref().is_some_and(sys::is_dir) {
             self.cache.clear();
@@ -281,7 +285,8 @@ impl<'a> Engine<'a> {
         if self.opts.same_owner {
             return mode;
         }
-        self.dir_finish.defer_mode(p, mode);
+        let id = self.tree.insert(p);
+        self.dir_finish.defer_mode(id, mode);
         mode | 0o700
     }
 
@@ -294,7 +299,7 @@ impl<'a> Engine<'a> {
                 Clash::Merge => {
                     merged = true;
                     // An explicit entry now owns this dir's metadata.
-                    self.report.deferred.implied_dirs.retain(|d| d != p);
+                    self.unflag(p, Flag::IMPLIED);
                 }
                 clash => {
                     opaque = matches!(clash, Clash::ReplacedWhiteout);
@@ -311,7 +316,8 @@ impl<'a> Engine<'a> {
         if opaque {
             self.mark_opaque(fd.as_fd(), p)?;
         }
-        self.dir_finish.set(p.clone(), entry.atime.unwrap_or(entry.mtime), entry.mtime);
+        let id = self.tree.insert(p);
+        self.dir_finish.set(id, entry.atime.unwrap_or(entry.mtime), entry.mtime);
         self.report.dirs += 1;
         Ok(())
     }
@@ -439,13 +445,13 @@ impl<'a> Engine<'a> {
         };
         if found.is_none()
             && self.opts.mode == Mode::Overlay
-            && !self.whiteouts.contains(&target)
+            && !self.tree.path_has(&target, Flag::WHITEOUT)
             && self.copy_up(&target, &target, entry)?
         {
             tdir = self.existing_dir(&tparent)?;
             found = tdir.as_ref().and_then(|d| sys::lstat(d.as_fd(), &tname).ok().flatten());
         }
-        if found.is_none() && self.opts.defer_lower && !self.whiteouts.contains(&target) {
+        if found.is_none() && self.opts.defer_lower && !self.tree.path_has(&target, Flag::WHITEOUT) {
             self.report.deferred.links.push(DeferredLink { link: p.clone(), target, mtime: entry.mtime });
             self.report.hardlinks += 1;
             return Ok(());
@@ -497,7 +503,7 @@ impl<'a> Engine<'a> {
         let options = CopyOptions { data: true, owner: self.opts.same_owner, xattr: &meta::xattr_allowed };
         copy_entry(found.dir.as_fd(), &found.name, st, dir.as_fd(), name, &options)
             .map_err(|e| self.io("copy-up from a lower layer", e))?;
-        self.written.insert(dst.clone());
+        self.flag(dst, Flag::WRITTEN);
         Ok(true)
     }
 
@@ -518,7 +524,7 @@ impl<'a> Engine<'a> {
     /// Marks `dir` (at `path`) opaque: the xattr in overlay form, and in both forms the
     /// record that nothing of the lower layers shows below it.
     pub(super) fn mark_opaque(&mut self, dir: BorrowedFd<'_>, path: &LayerPath) -> Result<()> {
-        self.opaque.insert(path.clone());
+        self.flag(path, Flag::OPAQUE);
         if self.opts.mode == Mode::Overlay {
             sys::set_xattr_fd(dir, self.opts.xattrs.opaque_key(), whiteout::XATTR_TRUE)
                 .map_err(|e| self.io("fsetxattr (opaque)", e))?;
@@ -537,7 +543,8 @@ impl<'a> Engine<'a> {
     }
 
     fn make_opaque(&mut self, dir_path: &LayerPath, entry: &Entry) -> Result<()> {
-        if !self.opaque.insert(dir_path.clone()) {
+        let id = self.tree.insert(dir_path);
+        if !self.tree.set(id, Flag::OPAQUE) {
             return Ok(());
         }
         let dir = self.dir_at(dir_path, entry)?;
@@ -546,22 +553,18 @@ impl<'a> Engine<'a> {
         match self.opts.mode {
             Mode::Overlay => {
                 self.mark_opaque(dir.as_fd(), dir_path)?;
-                // A whiteout inside an opaque dir would show in readdir; drop ours.
-                let inside: Vec<LayerPath> = self
-                    .whiteouts
-                    .iter()
-                    .filter(|w| w.split_last().is_some_and(|(parent, _)| &parent == dir_path))
-                    .cloned()
-                    .collect();
-                for w in inside {
-                    let name = w.split_last().map(|(_, n)| n.to_owned()).unwrap_or_default();
-                    sys::remove_all(dir.as_fd(), &name).map_err(|e| self.io("remove whiteout in opaque dir", e))?;
-                    self.whiteouts.remove(&w);
+                // A whiteout inside an opaque dir would show in readdir; drop ours. Once
+                // per directory (the flag above), so the listing costs O(entries) in all.
+                for name in sys::list_dir(dir.as_fd()).map_err(|e| self.io("read directory", e))? {
+                    let Some(child) = self.tree.child(id, name.as_bytes()) else { continue };
+                    if self.tree.unset(child, Flag::WHITEOUT) {
+                        sys::remove_all(dir.as_fd(), &name).map_err(|e| self.io("remove whiteout in opaque dir", e))?;
+                    }
                 }
             }
-            Mode::Flat => self.prune_lower(dir.as_fd(), dir_path)?,
+            Mode::Flat => self.prune_lower(dir.as_fd(), id)?,
         }
-        self.written.insert(dir_path.clone());
+        self.tree.set(id, Flag::WRITTEN);
         Ok(())
     }
 
@@ -570,18 +573,20 @@ impl<'a> Engine<'a> {
     /// (`a/b/c/foo`, then `a/.wh..wh..opq`): lower content under `a/b/c` must go too, as
     /// the kernel's merged view of the overlay form shows only `a/b/c/foo`. Directories
     /// already pruned (opaque themselves) hold no lower content and are not walked again.
-    fn prune_lower(&mut self, dir: BorrowedFd<'_>, dir_path: &LayerPath) -> Result<()> {
+    fn prune_lower(&mut self, dir: BorrowedFd<'_>, dir_id: NodeId) -> Result<()> {
         let names = sys::list_dir(dir).map_err(|e| self.io("read directory", e))?;
         for name in names {
-            let child = dir_path.join(name.as_bytes());
-            if !self.written.contains(&child) {
+            let child = self.tree.child(dir_id, name.as_bytes());
+            let Some(child) = child.filter(|&c| self.tree.has(c, Flag::WRITTEN)) else {
                 sys::remove_all(dir, &name).map_err(|e| self.io("remove lower entry of opaque dir", e))?;
                 self.cache.clear();
-            } else if !self.opaque.contains(&child)
+                continue;
+            };
+            if !self.tree.has(child, Flag::OPAQUE)
                 && sys::lstat(dir, &name).map_err(|e| self.io("fstatat", e))?.as_ref().is_some_and(sys::is_dir)
             {
                 let sub = sys::open_child_dir_readable(dir, &name).map_err(|e| self.io("open directory", e))?;
-                self.prune_lower(sub.as_fd(), &child)?;
+                self.prune_lower(sub.as_fd(), child)?;
             }
         }
         Ok(())
@@ -590,32 +595,31 @@ impl<'a> Engine<'a> {
     /// True when an ancestor of `p` is opaque in this layer, or whited out by it: then a
     /// whiteout at `p` has nothing left to hide and must not imply its parent directory
     /// (`.wh.foo` with `foo/.wh.bar`, as `rm -rf` style writers emit, must leave no `foo`).
-    pub(super) fn hidden_by_this_layer(&self, p: &LayerPath) -> bool {
-        let depth = p.components().count();
-        (0..depth).any(|n| {
-            let prefix = p.prefix(n);
-            self.opaque.contains(&prefix) || (n > 0 && self.whiteouts.contains(&prefix))
-        })
+    fn hidden_by_this_layer(&self, p: &LayerPath) -> bool {
+        let (chain, complete) = self.tree.walk(p);
+        let ancestors = if complete { &chain[..chain.len() - 1] } else { &chain[..] };
+        ancestors.iter().any(|&id| self.hides_below(id))
+    }
+
+    /// Whether nothing of the lower layers shows below `id`: this layer made it opaque
+    /// or whited it out.
+    pub(super) fn hides_below(&self, id: NodeId) -> bool {
+        self.tree.has(id, Flag::OPAQUE) || self.tree.has(id, Flag::WHITEOUT)
     }
 
     /// The nearest proper ancestor of `p` that this layer wrote as a file (not a
     /// directory, not a symlink: a whiteout through a symlink stays refused, since tools
     /// that follow it would delete elsewhere).
     fn file_ancestor_of_this_layer(&self, p: &LayerPath) -> Result<Option<LayerPath>> {
-        let depth = p.components().count();
-        for n in (1..depth).rev() {
-            let prefix = p.prefix(n);
-            if !self.written.contains(&prefix) {
-                continue;
-            }
-            let Some((parent, name)) = prefix.split_last() else { continue };
-            let Some(dir) = self.existing_dir(&parent)? else { return Ok(None) };
-            let st = sys::lstat(dir.as_fd(), name).map_err(|e| self.io("fstatat", e))?;
-            return Ok(st
-                .filter(|st| !matches!(sys::file_type(st), sys::Kind::Directory | sys::Kind::Symlink))
-                .map(|_| prefix));
-        }
-        Ok(None)
+        let (chain, complete) = self.tree.walk(p);
+        let ancestors = if complete { &chain[..chain.len() - 1] } else { &chain[..] };
+        let nearest = ancestors.iter().rev().find(|&&id| id != NodeId::ROOT && self.tree.has(id, Flag::WRITTEN));
+        let Some(&nearest) = nearest else { return Ok(None) };
+        let prefix = self.tree.path(nearest);
+        let Some((parent, name)) = prefix.split_last() else { return Ok(None) };
+        let Some(dir) = self.existing_dir(&parent)? else { return Ok(None) };
+        let st = sys::lstat(dir.as_fd(), name).map_err(|e| self.io("fstatat", e))?;
+        Ok(st.filter(|st| !matches!(sys::file_type(st), sys::Kind::Directory | sys::Kind::Symlink)).map(|_| prefix))
     }
 
     /// `DIR/.wh.NAME`: NAME of lower layers is hidden.
@@ -625,7 +629,7 @@ impl<'a> Engine<'a> {
         let Some((parent, name)) = p.split_last() else {
             return Err(self.fail("whiteout of the layer root"));
         };
-        if self.written.contains(p) {
+        if self.tree.path_has(p, Flag::WRITTEN) {
             // This layer wrote NAME itself; if it is a directory, the whiteout means its
             // lower contents are gone: an opaque directory.
             if let Some(dir) = self.existing_dir(p)? {
@@ -651,7 +655,9 @@ impl<'a> Engine<'a> {
             Mode::Overlay => {
                 match sys::mknod(dir, name, NodeKind::Char, 0, 0, 0) {
                     Ok(()) => {}
-                    Err(e) if sys::is_errno(&e, Code::EXIST) && self.whiteouts.contains(p) => return Ok(()),
+                    Err(e) if sys::is_errno(&e, Code::EXIST) && self.tree.path_has(p, Flag::WHITEOUT) => {
+                        return Ok(());
+                    }
                     Err(e) => return Err(self.io("mknodat (whiteout)", e)),
                 }
                 let node = self.pin(dir, name, sys::Kind::CharacterDevice)?;
@@ -661,7 +667,7 @@ impl<'a> Engine<'a> {
                 // The header's times, so the same layer always gives the same tree.
                 node.set_times(entry.atime.unwrap_or(entry.mtime), entry.mtime)
                     .map_err(|e| self.io("utimensat (whiteout)", e))?;
-                self.whiteouts.insert(p.clone());
+                self.flag(p, Flag::WHITEOUT);
             }
             Mode::Flat => {
                 let was_dir =
@@ -670,7 +676,7 @@ impl<'a> Engine<'a> {
                 if was_dir {
                     self.cache.clear();
                 }
-                self.whiteouts.insert(p.clone());
+                self.flag(p, Flag::WHITEOUT);
             }
         }
         Ok(())

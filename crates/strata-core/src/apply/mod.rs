@@ -14,6 +14,7 @@ mod lower;
 mod meta;
 mod parents;
 mod report;
+mod tree;
 
 use std::io::Read;
 use std::os::fd::AsFd;

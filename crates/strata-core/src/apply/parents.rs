@@ -4,11 +4,13 @@
 
 use std::ffi::OsStr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::rc::Rc;
 
 use super::dir_cache::ParentDir;
 use super::dir_finish::DirFinal;
 use super::engine::Engine;
+use super::tree::{Flag, NodeId};
 use crate::error::Result;
 use crate::path::LayerPath;
 use crate::sys::{self, Code};
@@ -38,12 +40,13 @@ impl Engine<'_> {
         let st = sys::lstat(fd.as_fd(), OsStr::new(""))
             .and_then(|st| st.ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotFound)))
             .map_err(|e| self.io("stat directory", e))?;
-        self.dir_finish.keep(path, || Ok(sys::stat_times(&st))).map_err(|e| self.io("stat directory", e))?;
+        let id = self.tree.insert(path);
+        self.dir_finish.keep(id, || Ok(sys::stat_times(&st))).map_err(|e| self.io("stat directory", e))?;
         let (euid, egid) = self.opts.ids;
         let gid = if st.st_mode & 0o2000 != 0 { st.st_gid } else { egid };
         let dir = Rc::new(ParentDir { fd, new_file_owner: (euid, gid) });
         self.cache.insert(path.clone(), Rc::clone(&dir));
-        self.note_layer_dir(path);
+        self.note_layer_dir(id);
         Ok(dir)
     }
 
@@ -51,35 +54,40 @@ impl Engine<'_> {
     /// lower `a` has `a` in its overlay-form dir too, so a later `.wh.a` of the same layer
     /// makes `a` opaque instead of deleting `a/x` (whiteouts hide lower layers only).
     /// Stops at the first ancestor already recorded (its ancestors are too).
-    fn note_layer_dir(&mut self, path: &LayerPath) {
-        let mut cur = path.clone();
-        while !cur.is_root() && self.written.insert(cur.clone()) {
-            cur = cur.split_last().map_or_else(LayerPath::root, |(parent, _)| parent);
+    fn note_layer_dir(&mut self, mut id: NodeId) {
+        while id != NodeId::ROOT && self.tree.set(id, Flag::WRITTEN) {
+            id = self.tree.parent(id).unwrap_or(NodeId::ROOT);
         }
     }
 
-    /// The slow path of [`dir_at`](Self::dir_at): one component at a time.
+    /// The slow path of [`dir_at`](Self::dir_at): one component at a time, following the
+    /// layer tree alongside so each step costs O(1) bookkeeping (a path is rebuilt only
+    /// for a directory created here).
     fn walk_creating(&mut self, path: &LayerPath, entry: &Entry) -> Result<OwnedFd> {
         let mut cur = sys::open_dir_beneath(self.root, OsStr::new("")).map_err(|e| self.io("open target", e))?;
+        let mut here = NodeId::ROOT;
+        // Whether this layer hid the lower layers at `here` or above (opaque, whited out).
+        let mut hidden = self.hides_below(here);
         for (depth, name) in path.components().enumerate() {
-            let here = path.prefix(depth);
-            let prefix = path.prefix(depth + 1);
+            let next = self.tree.child_or_insert(here, name.as_bytes());
             let replaced_whiteout = match sys::open_child_dir(cur.as_fd(), name) {
                 Ok(fd) => {
                     cur = fd;
+                    here = next;
+                    hidden |= self.hides_below(here);
                     continue;
                 }
                 Err(e) if sys::is_errno(&e, Code::NOENT) => false,
                 Err(e) if sys::is_errno(&e, Code::NOTDIR) || sys::is_errno(&e, Code::LOOP) => {
-                    let ours = self.whiteouts.remove(&prefix);
-                    if !ours && self.written.contains(&prefix) {
+                    let ours = self.tree.unset(next, Flag::WHITEOUT);
+                    if !ours && self.tree.has(next, Flag::WRITTEN) {
                         return Err(self.fail(format!(
                             "{} is a non-directory written earlier in this layer; nothing can be placed below it",
-                            prefix.display()
+                            self.tree.path(next).display()
                         )));
                     }
                     self.dir_finish
-                        .keep(&here, || current_times(cur.as_fd()))
+                        .keep(here, || current_times(cur.as_fd()))
                         .map_err(|e| self.io("stat directory", e))?;
                     sys::remove_all(cur.as_fd(), name).map_err(|e| self.io("remove non-directory in the way", e))?;
                     self.cache.clear();
@@ -87,17 +95,19 @@ impl Engine<'_> {
                 }
                 Err(e) => return Err(self.io("open parent directory", e)),
             };
-            self.dir_finish.keep(&here, || current_times(cur.as_fd())).map_err(|e| self.io("stat directory", e))?;
+            self.dir_finish.keep(here, || current_times(cur.as_fd())).map_err(|e| self.io("stat directory", e))?;
             sys::mkdir(cur.as_fd(), name, 0o755).map_err(|e| self.io("mkdirat (implied directory)", e))?;
             let fd =
                 sys::open_child_dir_readable(cur.as_fd(), name).map_err(|e| self.io("open implied directory", e))?;
-            let inherit = !replaced_whiteout && !self.hidden_by_this_layer(&prefix);
-            self.implied_metadata(&prefix, fd.as_fd(), entry, inherit)?;
+            let prefix = path.prefix(depth + 1);
+            self.implied_metadata(&prefix, next, fd.as_fd(), entry, !replaced_whiteout && !hidden)?;
             if replaced_whiteout {
                 self.mark_opaque(fd.as_fd(), &prefix)?;
             }
             // `dir_at` records this dir and its ancestors as the layer's (note_layer_dir).
             cur = fd;
+            here = next;
+            hidden |= self.hides_below(here);
         }
         Ok(cur)
     }
@@ -108,14 +118,21 @@ impl Engine<'_> {
     /// where this layer whited the lower one out, or below such a dir or an opaque one
     /// (`inherit` false): the lower dir is hidden, and the new one is as new as in the
     /// flattened tree.
-    fn implied_metadata(&mut self, path: &LayerPath, dir: BorrowedFd<'_>, entry: &Entry, inherit: bool) -> Result<()> {
+    fn implied_metadata(
+        &mut self,
+        path: &LayerPath,
+        id: NodeId,
+        dir: BorrowedFd<'_>,
+        entry: &Entry,
+        inherit: bool,
+    ) -> Result<()> {
         if inherit && self.opts.defer_lower {
-            self.report_mut().deferred.implied_dirs.push(path.clone());
+            self.tree.set(id, Flag::IMPLIED);
         } else if inherit && self.lower_dir_metadata(path, dir)? {
             return Ok(());
         }
         sys::chmod_fd(dir, 0o755).map_err(|e| self.io("fchmod (implied directory)", e))?;
-        self.dir_finish.set(path.clone(), entry.mtime, entry.mtime);
+        self.dir_finish.set(id, entry.mtime, entry.mtime);
         Ok(())
     }
 
@@ -135,14 +152,16 @@ impl Engine<'_> {
         let mode = self.dir_mode_now(path, found.stat.st_mode & 0o7777);
         sys::chmod_fd(dir, mode).map_err(|e| self.io("fchmod (implied directory)", e))?;
         let (atime, mtime) = sys::stat_times(&found.stat);
-        self.dir_finish.set(path.clone(), atime, mtime);
+        let id = self.tree.insert(path);
+        self.dir_finish.set(id, atime, mtime);
         Ok(true)
     }
 
     /// Sets every recorded directory time (and, unprivileged, every deferred directory
     /// mode), deepest first, once all entries are written.
     pub(super) fn finish_dirs(&mut self) -> Result<()> {
-        for (path, DirFinal { times, mode }) in std::mem::take(&mut self.dir_finish).into_sorted() {
+        for (id, DirFinal { times, mode }) in std::mem::take(&mut self.dir_finish).into_sorted(&self.tree) {
+            let path = self.tree.path(id);
             let (parent, name) = match path.split_last() {
                 Some((parent, name)) => (parent, name.to_owned()),
                 None => (LayerPath::root(), OsStr::new("").to_owned()),

@@ -73,7 +73,7 @@ pub struct Entry {
 impl Entry {
     /// The path, lossily decoded, for messages.
     pub fn display_path(&self) -> String {
-        String::from_utf8_lossy(&self.path).into_owned()
+        crate::path::for_message(&self.path)
     }
 }
 

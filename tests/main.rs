@@ -3,6 +3,7 @@
 mod util;
 
 mod bench;
+mod builders;
 mod cli;
 mod flat_diff;
 mod formats;

@@ -97,6 +97,18 @@ pub fn require_fuse(test: &str) -> bool {
     require_privileged(test) && unavailable(test, if fuse { &[] } else { &["/dev/fuse (modprobe fuse)"] })
 }
 
+/// As [`require_privileged`], plus each of `tools` on `PATH` (CI installs them from Debian).
+pub fn require_tools(test: &str, tools: &[&str]) -> bool {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|tool| !std::env::split_paths(&path).any(|dir| dir.join(tool).is_file()))
+        .map(|tool| format!("{tool} on PATH"))
+        .collect();
+    let missing: Vec<&str> = missing.iter().map(String::as_str).collect();
+    require_privileged(test) && unavailable(test, &missing)
+}
+
 /// True when nothing is missing; else a failure, or a visible skip under the opt-out.
 fn unavailable(test: &str, missing: &[&str]) -> bool {
     if missing.is_empty() {

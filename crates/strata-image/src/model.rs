@@ -89,9 +89,19 @@ impl Image {
     /// Streams layer `layer`'s blob.
     ///
     /// # Errors
-    /// The blob is absent or unreadable.
+    /// The blob is absent, unreadable, or not the size its descriptor declares (a
+    /// truncated or padded blob is caught before any byte of it is applied).
     pub fn open_layer(&self, layer: &Layer) -> Result<BlobReader> {
-        self.source.open_file(&layer.path, &format!("layer {} ({})", layer.index + 1, layer.diff_id)).map(|(r, _)| r)
+        let what = format!("layer {} ({})", layer.index + 1, layer.diff_id);
+        let (reader, size) = self.source.open_file(&layer.path, &what)?;
+        if size != layer.size {
+            return Err(crate::Error::Invalid {
+                image: self.source.path().to_owned(),
+                what,
+                reason: format!("the blob {} is {size} bytes, its descriptor says {}", layer.path, layer.size),
+            });
+        }
+        Ok(reader)
     }
 
     /// The ChainID of each layer, bottom first.

@@ -1,6 +1,7 @@
 //! `strata unpack`: an image from an OCI layout or docker-save archive into a rootfs.
 
 use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -25,7 +26,7 @@ use super::store::RootArgs;
 /// under --name (default: its reference). A crash or a bad layer never leaves a partial
 /// snapshot visible.
 ///
-/// With --to DIR: the rootfs is built in a staging directory beside DIR and renamed
+/// With --to DIR: the rootfs is built in a private (0700) staging directory beside DIR and renamed
 /// into place only when the whole image applied (what `umoci unpack` gives).
 #[derive(Debug, clap::Args)]
 #[command(
@@ -72,19 +73,19 @@ pub fn run(args: UnpackArgs, root: &RootArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let staging = staging_dir(to)?;
-    let result = apply_all(&image, &staging, args.json);
-    let layers = match result {
-        Ok(layers) => layers,
-        Err(err) => {
-            if let Err(cleanup) = std::fs::remove_dir_all(&staging) {
-                return Err(
-                    err.context(format!("also failed to remove the staging dir {}: {cleanup}", staging.display()))
-                );
-            }
-            return Err(err);
-        }
-    };
-    std::fs::rename(&staging, to).with_context(|| format!("moving the unpacked rootfs into {}", to.display()))?;
+    let rootfs = staging.join("rootfs");
+    let result = apply_all(&image, &rootfs, args.json).and_then(|layers| {
+        std::fs::rename(&rootfs, to).with_context(|| format!("moving the unpacked rootfs into {}", to.display()))?;
+        Ok(layers)
+    });
+    if let Err(cleanup) = std::fs::remove_dir_all(&staging) {
+        let context = format!("also failed to remove the staging dir {}: {cleanup}", staging.display());
+        return Err(match result {
+            Ok(_) => anyhow::anyhow!(context),
+            Err(err) => err.context(context),
+        });
+    }
+    let layers = result?;
     let elapsed = started.elapsed().as_secs_f64();
     let bytes: u64 = layers.iter().map(|l| l.uncompressed_bytes).sum();
     let mut out = io::stdout().lock();
@@ -121,7 +122,8 @@ pub fn run(args: UnpackArgs, root: &RootArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A fresh staging dir beside `to`, after checking `to` can be created.
+/// A fresh private (0700) staging dir beside `to`, after checking `to` can be created;
+/// the rootfs is built in its `rootfs` child and renamed to `to` when complete.
 fn staging_dir(to: &Path) -> anyhow::Result<PathBuf> {
     match std::fs::read_dir(to) {
         Ok(mut entries) => {
@@ -136,7 +138,12 @@ fn staging_dir(to: &Path) -> anyhow::Result<PathBuf> {
     let parent = to.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = to.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "rootfs".into());
     let staging = parent.join(format!(".{name}.strata-partial-{}", std::process::id()));
-    std::fs::create_dir(&staging).with_context(|| format!("creating the staging dir {}", staging.display()))?;
+    // 0700: while layers apply, no other user can reach the tree (not even a 0777
+    // directory of the image), so none can swap a path under the apply.
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&staging)
+        .with_context(|| format!("creating the staging dir {}", staging.display()))?;
     Ok(staging)
 }
 

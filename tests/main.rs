@@ -16,6 +16,7 @@ mod mount_lifecycle;
 mod mutation;
 mod overlay_form;
 mod privileged;
+mod race;
 mod semantics;
 mod store;
 mod store_root;

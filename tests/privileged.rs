@@ -216,3 +216,32 @@ fn privileged_root_opaque_layer_hides_the_layers_below_when_the_stack_stops_ther
     let _guard = mount_overlay(&[l3, l2], &mnt, false);
     assert_eq!(Tree::of(&mnt).paths(), ["", "new", "top"]);
 }
+
+#[test]
+fn privileged_lower_link_groups_stay_whole_in_the_merged_view() {
+    if !require_privileged("privileged_lower_link_groups_stay_whole_in_the_merged_view") {
+        return;
+    }
+    // Layer 1: one file under five names. Layer 2: one name whited out, one replaced.
+    let l1 = layer(&[
+        root(),
+        (Entry::file("f1", 0o644), b"one"),
+        e(Entry::hardlink("f2", "f1")),
+        e(Entry::hardlink("f3", "f1")),
+        e(Entry::hardlink("gone", "f1")),
+        e(Entry::hardlink("d/f4", "f1")),
+    ]);
+    let l2 = layer(&[root(), e(Entry::whiteout("gone")), (Entry::file("f3", 0o600), b"replaced")]);
+    // Layer 3 links to the lower file (which copies it up), then deletes the name it
+    // linked to: the copy must go too, and the other names keep sharing the file.
+    let linked = layer(&[root(), e(Entry::hardlink("new", "f1"))]);
+    let linked_then_deleted = layer(&[root(), e(Entry::hardlink("new", "f1")), e(Entry::whiteout("f1"))]);
+    for (l3, group) in [(linked, vec!["d/f4", "f1", "f2", "new"]), (linked_then_deleted, vec!["d/f4", "f2", "new"])] {
+        let (flat, merged) = flat_and_merged(&[l1.clone(), l2.clone(), l3], false).expect("apply");
+        let diff = flat.diff(&merged);
+        assert!(diff.is_empty(), "flat apply differs from the overlay mount:\n{}", diff.join("\n"));
+        let others: Vec<&str> = group.iter().copied().filter(|p| *p != "new").collect();
+        assert_eq!(flat.get("new").links, others, "the link group of new");
+        assert!(flat.get("f3").links.is_empty() && !flat.has("gone"));
+    }
+}

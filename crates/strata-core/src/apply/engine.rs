@@ -165,6 +165,7 @@ impl<'a> Engine<'a> {
             return Ok(Clash::Merge);
         }
         let ours = self.unflag(p, Flag::WHITEOUT);
+        self.unflag(p, Flag::COPIED);
         sys::remove_all(dir, name).map_err(|e| self.io("remove existing entry", e))?;
         if existing.as_ref().is_some_and(sys::is_dir) {
             self.cache.clear();
@@ -503,8 +504,51 @@ impl<'a> Engine<'a> {
         let options = CopyOptions { data: true, owner: self.opts.same_owner, xattr: &meta::xattr_allowed };
         copy_entry(found.dir.as_fd(), &found.name, st, dir.as_fd(), name, &options)
             .map_err(|e| self.io("copy-up from a lower layer", e))?;
-        self.flag(dst, Flag::WRITTEN);
+        self.flag(dst, Flag::COPIED);
+        if st.st_nlink > 1 && sys::file_type(st) == sys::Kind::RegularFile {
+            self.copy_up_link_group(&found, path, dst, entry)?;
+        }
         Ok(true)
+    }
+
+    /// After copying up one name of a multiply-linked lower file, links every other name
+    /// of it that the merged view still shows, so the layer keeps the file's link group
+    /// whole, as the flattened tree does (`usr/bin/hi` and `usr/bin/hello` stay one
+    /// file when a later layer links `hello-again` to `hello`).
+    fn copy_up_link_group(
+        &mut self,
+        found: &super::lower::Found,
+        path: &LayerPath,
+        dst: &LayerPath,
+        entry: &Entry,
+    ) -> Result<()> {
+        let names = self.lower.link_names(found).map_err(|e| self.io("read lower hardlinks", e))?;
+        let Some((dst_parent, dst_name)) = dst.split_last() else { return Ok(()) };
+        for other in names.iter().filter(|n| *n != path && *n != dst) {
+            let Some((parent, name)) = other.split_last() else { continue };
+            let touched = self
+                .tree
+                .find(other)
+                .is_some_and(|id| [Flag::WRITTEN, Flag::WHITEOUT, Flag::COPIED].iter().any(|&f| self.tree.has(id, f)));
+            if touched || self.hidden_by_this_layer(other) {
+                continue;
+            }
+            // Only where the merged view shows this very file, not a nearer layer's.
+            let shown = self.lower.find(other).map_err(|e| self.io("look up lower layers", e))?;
+            if !shown.is_some_and(|s| s.layer == found.layer && s.stat.st_ino == found.stat.st_ino) {
+                continue;
+            }
+            if let Some(dir) = self.existing_dir(&parent)? {
+                if sys::lstat(dir.as_fd(), name).map_err(|e| self.io("fstatat", e))?.is_some() {
+                    continue;
+                }
+            }
+            let from = self.dir_at(&dst_parent, entry)?;
+            let to = self.dir_at(&parent, entry)?;
+            sys::hardlink(from.as_fd(), dst_name, to.as_fd(), name).map_err(|e| self.io("linkat (link group)", e))?;
+            self.flag(other, Flag::COPIED);
+        }
+        Ok(())
     }
 
     /// Copies a lower entry's xattrs (never overlay markers) onto `fd`.
@@ -653,6 +697,10 @@ impl<'a> Engine<'a> {
         let dir = dir.as_fd();
         match self.opts.mode {
             Mode::Overlay => {
+                if self.unflag(p, Flag::COPIED) {
+                    // A lower file this layer copied up to link to: the whiteout hides it.
+                    sys::remove_all(dir, name).map_err(|e| self.io("remove copied-up file", e))?;
+                }
                 match sys::mknod(dir, name, NodeKind::Char, 0, 0, 0) {
                     Ok(()) => {}
                     Err(e) if sys::is_errno(&e, Code::EXIST) && self.tree.path_has(p, Flag::WHITEOUT) => {

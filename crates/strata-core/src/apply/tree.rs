@@ -41,6 +41,9 @@ impl Flag {
     pub const OPAQUE: Flag = Flag(4);
     /// An implied directory whose metadata comes from a lower layer later (deferred form).
     pub const IMPLIED: Flag = Flag(8);
+    /// A lower file this layer copied up (to link to it): still the lower layers' file, so
+    /// a later whiteout of the path removes it, as it would in the flattened tree.
+    pub const COPIED: Flag = Flag(16);
 }
 
 #[derive(Debug, Clone, Copy)]

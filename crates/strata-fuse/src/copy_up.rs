@@ -3,11 +3,12 @@
 //! place, so a crash or `ENOSPC` never leaves a partial file visible in the upper dir.
 
 use std::ffi::{OsStr, OsString};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::path::Path;
 
-use rustix::fs::{AtFlags, FileType, RenameFlags, Stat};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 use strata_core::ovl::copy_up::{Copied, CopyOptions, copy_entry};
 use strata_core::sys;
@@ -19,7 +20,7 @@ impl Union {
     /// Makes sure `ino` has its real copy in the upper dir, parents first. The caller
     /// holds the tree lock exclusively.
     pub(crate) fn ensure_upper(&self, ino: u64) -> io::Result<()> {
-        self.copy_up_as(ino, true)
+        self.copy_up_as(ino, true, None).map(drop)
     }
 
     /// For a change to `ino` alone (open for writing, setattr, xattrs): copies it up
@@ -28,22 +29,30 @@ impl Union {
     /// `with_data` a regular file comes up empty: it is about to be truncated
     /// (`open(O_TRUNC)`), so copying its data would be wasted (overlayfs skips it too).
     pub(crate) fn copy_up_if_needed(&self, ino: u64, with_data: bool) -> io::Result<()> {
+        self.copy_up_for_open(ino, with_data, None).map(drop)
+    }
+
+    /// As [`Union::copy_up_if_needed`], and when it copies a regular file up, also
+    /// opens the copy with `open`'s access mode before it takes the lower file's place:
+    /// an open that fails leaves nothing behind, so `open(O_TRUNC)` never commits an
+    /// empty copy of a file it then fails to open. `None` when nothing was copied.
+    pub(crate) fn copy_up_for_open(&self, ino: u64, with_data: bool, open: Option<OFlags>) -> io::Result<Option<File>> {
         {
             let _tree = self.read_tree();
             if self.nodes().get(ino)?.place == Place::Upper {
-                return Ok(());
+                return Ok(None);
             }
         }
         let _tree = self.write_tree();
-        self.copy_up_as(ino, with_data)
+        self.copy_up_as(ino, with_data, open)
     }
 
-    fn copy_up_as(&self, ino: u64, with_data: bool) -> io::Result<()> {
+    fn copy_up_as(&self, ino: u64, with_data: bool, open: Option<OFlags>) -> io::Result<Option<File>> {
         let (node, parent) = {
             let nodes = self.nodes();
             let node = nodes.get(ino)?.clone();
             if node.place == Place::Upper {
-                return Ok(());
+                return Ok(None);
             }
             let (parent, _) = node.links.first().cloned().ok_or(Errno::NOENT)?;
             (node, parent)
@@ -51,7 +60,7 @@ impl Union {
         self.layers.upper_root()?;
         self.ensure_upper(parent)?;
         let (ppath, name) = self.nodes().locate(ino)?;
-        copy_up(self, node.place, &ppath, &name, ino, with_data)?;
+        let opened = copy_up(self, node.place, &ppath, &name, ino, with_data, open)?;
         if node.kind != FileType::Directory && node.links.len() > 1 {
             link_other_names(self, ino)?;
         }
@@ -67,11 +76,19 @@ impl Union {
             }
         }
         node.place = Place::Upper;
-        Ok(())
+        Ok(opened)
     }
 }
 
-fn copy_up(union: &Union, from: Place, ppath: &Path, name: &OsStr, ino: u64, with_data: bool) -> io::Result<()> {
+fn copy_up(
+    union: &Union,
+    from: Place,
+    ppath: &Path,
+    name: &OsStr,
+    ino: u64,
+    with_data: bool,
+    open: Option<OFlags>,
+) -> io::Result<Option<File>> {
     let layers = &union.layers;
     let src_dir = layers.dir(from, ppath)?;
     let dst_dir = layers.dir(Place::Upper, ppath)?;
@@ -80,14 +97,26 @@ fn copy_up(union: &Union, from: Place, ppath: &Path, name: &OsStr, ino: u64, wit
     let tmp = union.tmp_name();
     // Copy-up is no change of the parent dir: keep its times, as overlayfs does.
     let parent = rustix::fs::fstat(&dst_dir)?;
-    let staged = stage(union, src_dir.as_fd(), name, &st, work, &tmp, ino, with_data)
-        .and_then(|()| Ok(rustix::fs::renameat_with(work, &tmp, &dst_dir, name, RenameFlags::NOREPLACE)?));
-    if staged.is_err() {
+    let opened = stage(union, src_dir.as_fd(), name, &st, work, &tmp, ino, with_data).and_then(|()| {
+        let opened = match open {
+            Some(flags) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
+                let access = flags & (OFlags::RWMODE | OFlags::NOATIME);
+                let fd = rustix::fs::openat(work, &tmp, access | OFlags::CLOEXEC | OFlags::NOFOLLOW, Mode::empty())?;
+                Some(File::from(fd))
+            }
+            _ => None,
+        };
+        rustix::fs::renameat_with(work, &tmp, &dst_dir, name, RenameFlags::NOREPLACE)?;
+        Ok(opened)
+    });
+    if opened.is_err() {
         let _ = sys::remove_all(work, &tmp);
-        return staged;
+        return opened;
     }
+    // The copy is in place and complete: keeping the parent's times is best effort.
     let (atime, mtime) = sys::stat_times(&parent);
-    sys::set_times_nofollow(dst_dir.as_fd(), OsStr::new("."), atime, mtime)
+    let _ = sys::set_times_nofollow(dst_dir.as_fd(), OsStr::new("."), atime, mtime);
+    opened
 }
 
 /// After a copy-up of a file the kernel knows under several names (lower hard links),

@@ -8,8 +8,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use fuser::{
@@ -24,20 +23,8 @@ use crate::attr::{OMIT, TTL, attr, attr_ttl, fuse_kind, timespec};
 use crate::layers::Place;
 use crate::mutate::{AttrChange, Caller, NewEntry};
 use crate::nodes::ROOT;
+use crate::open_files::{Io, OpenFile, OpenFiles};
 use crate::union::{DirEntry, Found, Union};
-
-/// An open file. Every open says FOPEN_NOFLUSH: data goes straight to the real file
-/// (or through the kernel's passthrough), so close(2) has nothing to ask us.
-#[derive(Debug)]
-struct OpenFile {
-    ino: u64,
-    /// The fd and where it points; a read-only fd on a lower file is swapped for the
-    /// upper copy after a copy-up, so readers see later writes as on overlayfs.
-    real: Mutex<(Arc<File>, Place)>,
-    writable: bool,
-    /// Keeps the kernel's passthrough reference alive while this handle is open.
-    _backing: Option<Arc<BackingId>>,
-}
 
 /// How the FUSE side behaves.
 #[derive(Debug, Clone, Copy)]
@@ -50,12 +37,10 @@ pub(crate) struct FsOptions {
 pub(crate) struct StrataFs {
     union: Union,
     options: FsOptions,
-    passthrough_on: AtomicBool,
-    next_fh: AtomicU64,
-    files: Mutex<HashMap<u64, Arc<OpenFile>>>,
+    /// Every open says FOPEN_NOFLUSH: data goes straight to the real file (or through
+    /// the kernel's passthrough), so close(2) has nothing to ask us.
+    files: OpenFiles,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
-    /// One backing file per inode at a time: the kernel binds it to the inode.
-    backings: Mutex<HashMap<u64, (Weak<BackingId>, Place)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,15 +62,7 @@ impl StrataFs {
     }
 
     pub(crate) fn new(union: Union, options: FsOptions) -> StrataFs {
-        StrataFs {
-            union,
-            options,
-            passthrough_on: AtomicBool::new(false),
-            next_fh: AtomicU64::new(1),
-            files: Mutex::new(HashMap::new()),
-            dirs: Mutex::new(HashMap::new()),
-            backings: Mutex::new(HashMap::new()),
-        }
+        StrataFs { union, options, files: OpenFiles::new(), dirs: Mutex::new(HashMap::new()) }
     }
 
     fn entry(&self, reply: ReplyEntry, found: &Found) {
@@ -100,24 +77,14 @@ impl StrataFs {
     }
 
     fn file(&self, fh: FileHandle) -> Result<Arc<OpenFile>, Errno> {
-        lock(&self.files).get(&fh.0).cloned().ok_or(Errno::EBADF)
+        self.files.get(fh.0).ok_or(Errno::EBADF)
     }
 
     /// The fd to read `open` through: after a copy-up, a read-only lower fd is swapped
     /// for the upper copy.
     fn read_fd(&self, open: &OpenFile) -> io::Result<Arc<File>> {
-        let mut real = lock(&open.real);
-        if real.1 != Place::Upper {
-            let now = self.union.nodes().get(open.ino).map(|n| n.place)?;
-            if now == Place::Upper {
-                // Unlinked since, the upper copy has no name to open by: keep reading the
-                // fd we have rather than fail a read on an open file.
-                if let Ok((file, place)) = self.union.open_real(open.ino, OFlags::RDONLY) {
-                    *real = (Arc::new(file), place);
-                }
-            }
-        }
-        Ok(real.0.clone())
+        let now = self.union.nodes().get(open.ino).map(|n| n.place)?;
+        Ok(self.files.read_fd(open, now, || self.union.open_real(open.ino, OFlags::RDONLY)))
     }
 
     /// The fd of a handle opened for writing (`EBADF` for read-only handles).
@@ -126,7 +93,7 @@ impl StrataFs {
         if !open.writable {
             return Err(Errno::EBADF);
         }
-        Ok(lock(&open.real).0.clone())
+        Ok(open.fd())
     }
 
     fn caller(req: &Request) -> Caller {
@@ -137,56 +104,26 @@ impl StrataFs {
         (flags & OFlags::RWMODE) != OFlags::RDONLY || flags.contains(OFlags::TRUNC)
     }
 
-    /// The passthrough backing for a new open of `ino` whose real file is at `place`,
-    /// opened with `flags`: shared with the inode's other opens (the kernel binds one
-    /// backing file per inode). `Ok(None)`: serve this open through read/write requests.
-    fn backing(
+    /// Opens `ino` (whose fd is `fresh` if the open just copied it up) and records the
+    /// open; returns the handle and how the kernel reaches its data.
+    fn open_handle(
         &self,
         ino: u64,
-        place: Place,
-        file: &File,
         flags: OFlags,
-        open_backing: impl Fn(&File) -> io::Result<BackingId>,
-    ) -> io::Result<Option<Arc<BackingId>>> {
-        if !self.passthrough_on.load(Ordering::Relaxed) {
-            return Ok(None);
-        }
-        let mut backings = lock(&self.backings);
-        if let Some((weak, at)) = backings.get(&ino) {
-            if let Some(id) = weak.upgrade() {
-                if *at == place {
-                    return Ok(Some(id));
-                }
-                // The inode is open read-only on its lower file, bound in the kernel;
-                // this open needs the upper copy. Handing out the lower backing would let
-                // writes reach the lower layer, so refuse until the readers close.
-                return Err(rustix::io::Errno::TXTBSY.into());
-            }
-        }
+        fresh: Option<File>,
+        register: impl Fn(&File) -> io::Result<BackingId>,
+    ) -> io::Result<(u64, Io)> {
+        let place = if fresh.is_some() { Place::Upper } else { self.union.nodes().get(ino)?.place };
+        let fixed = place == Place::Upper || self.options.read_only;
+        let (file, place) = self.files.fd(ino, flags, place, fresh, || self.union.open_real(ino, flags))?;
         // Upper files get a read-write backing so later writers can share it; the
-        // kernel keeps its own reference, so the fd serves only the registration.
-        let read_write = place == Place::Upper && !self.options.read_only && (flags & OFlags::RWMODE) != OFlags::RDWR;
-        let reopened = if read_write { Some(self.union.open_real(ino, OFlags::RDWR)?.0) } else { None };
-        match open_backing(reopened.as_ref().unwrap_or(file)) {
-            Ok(id) => {
-                let id = Arc::new(id);
-                backings.insert(ino, (Arc::downgrade(&id), place));
-                Ok(Some(id))
-            }
-            Err(e) => {
-                if self.passthrough_on.swap(false, Ordering::Relaxed) {
-                    eprintln!("strata-fuse: kernel passthrough refused ({e}); serving reads and writes in userspace");
-                }
-                Ok(None)
-            }
-        }
-    }
-
-    fn add_file(&self, ino: u64, file: File, place: Place, writable: bool, backing: Option<Arc<BackingId>>) -> u64 {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        let open = OpenFile { ino, real: Mutex::new((Arc::new(file), place)), writable, _backing: backing };
-        lock(&self.files).insert(fh, Arc::new(open));
-        fh
+        // kernel keeps its own reference, so that fd serves only the registration.
+        let read_write = || {
+            (!self.options.read_only).then(|| self.union.open_real(ino, OFlags::RDWR).ok().map(|(f, _)| f)).flatten()
+        };
+        let io = self.files.io(ino, place, fixed, &file, register, read_write)?;
+        let fh = self.files.add(ino, flags, Self::writable_flags(flags), (file, place), io.clone());
+        Ok((fh, io))
     }
 
     fn guard_write(&self) -> Result<(), Errno> {
@@ -231,7 +168,7 @@ impl Filesystem for StrataFs {
         if self.options.passthrough && config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok() {
             // Backing files live on a plain filesystem: one level of stacking.
             if config.set_max_stack_depth(1).is_ok() {
-                self.passthrough_on.store(true, Ordering::Relaxed);
+                self.files.enable_passthrough();
             }
         }
         Ok(())
@@ -295,7 +232,7 @@ impl Filesystem for StrataFs {
         });
         let change = AttrChange { mode, uid, gid, size, times };
         let open = fh.and_then(|fh| self.file(fh).ok()).filter(|o| o.writable);
-        let file = open.as_ref().map(|o| lock(&o.real).0.clone());
+        let file = open.as_ref().map(|o| o.fd());
         match self.union.setattr(ino.0, &change, file.as_deref()) {
             Ok(()) => self.reply_attr(ino.0, reply),
             Err(e) => reply.error(errno(e)),
@@ -363,26 +300,19 @@ impl Filesystem for StrataFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = OFlags::from_bits_retain(flags.0 as u32);
-        let writable = Self::writable_flags(flags);
-        if writable {
+        let mut fresh = None;
+        if Self::writable_flags(flags) {
             if let Err(e) = self.guard_write() {
                 return reply.error(e);
             }
-            if let Err(e) = self.union.copy_up_if_needed(ino.0, !flags.contains(OFlags::TRUNC)) {
-                return reply.error(errno(e));
+            match self.union.copy_up_for_open(ino.0, !flags.contains(OFlags::TRUNC), Some(flags)) {
+                Ok(file) => fresh = file,
+                Err(e) => return reply.error(errno(e)),
             }
         }
-        let (file, place) = match self.union.open_real(ino.0, flags) {
-            Ok(x) => x,
-            Err(e) => return reply.error(errno(e)),
-        };
-        match self.backing(ino.0, place, &file, flags, |f| reply.open_backing(f)) {
-            Ok(Some(id)) => {
-                let fh = self.add_file(ino.0, file, place, writable, Some(id.clone()));
-                reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
-            }
-            Ok(None) => {
-                let fh = self.add_file(ino.0, file, place, writable, None);
+        match self.open_handle(ino.0, flags, fresh, |f| reply.open_backing(f)) {
+            Ok((fh, Io::Passthrough(id))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id),
+            Ok((fh, Io::Cached { .. })) => {
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
             }
             Err(e) => reply.error(errno(e)),
@@ -467,11 +397,7 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        lock(&self.files).remove(&fh.0);
-        let mut backings = lock(&self.backings);
-        if backings.get(&ino.0).is_some_and(|(weak, _)| weak.strong_count() == 0) {
-            backings.remove(&ino.0);
-        }
+        self.files.release(ino.0, fh.0);
         reply.ok();
     }
 
@@ -480,7 +406,7 @@ impl Filesystem for StrataFs {
             Ok(o) => o,
             Err(e) => return reply.error(e),
         };
-        let file = lock(&open.real).0.clone();
+        let file = open.fd();
         let done = if datasync { rustix::fs::fdatasync(&*file) } else { rustix::fs::fsync(&*file) };
         match done {
             Ok(()) => reply.ok(),
@@ -491,7 +417,7 @@ impl Filesystem for StrataFs {
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.union.list(ino.0) {
             Ok(entries) => {
-                let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+                let fh = self.files.next_fh();
                 lock(&self.dirs).insert(fh, Arc::new(entries));
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR);
             }
@@ -635,24 +561,21 @@ impl Filesystem for StrataFs {
         };
         let a = attr(found.ino, &found.st, &found.node);
         let ttl = attr_ttl(&found.st);
-        let writable = Self::writable_flags(oflags);
-        match self.backing(found.ino, Place::Upper, &file, oflags, |f| reply.open_backing(f)) {
-            Ok(Some(id)) => {
-                let fh = self.add_file(found.ino, file, Place::Upper, writable, Some(id.clone()));
-                reply.created_passthrough(&ttl, &a, Generation(0), FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id);
-            }
-            Ok(None) => {
-                let fh = self.add_file(found.ino, file, Place::Upper, writable, None);
-                reply.created(
+        let (fh, flags) = match self.open_handle(found.ino, oflags, Some(file), |f| reply.open_backing(f)) {
+            Ok((fh, Io::Passthrough(id))) => {
+                return reply.created_passthrough(
                     &ttl,
                     &a,
                     Generation(0),
                     FileHandle(fh),
-                    FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH,
+                    FopenFlags::FOPEN_NOFLUSH,
+                    &id,
                 );
             }
-            Err(e) => reply.error(errno(e)),
-        }
+            Ok((fh, Io::Cached { .. })) => (fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
+            Err(e) => return reply.error(errno(e)),
+        };
+        reply.created(&ttl, &a, Generation(0), FileHandle(fh), flags);
     }
 
     fn fallocate(
@@ -715,7 +638,7 @@ impl Filesystem for StrataFs {
             _ => return reply.error(Errno::EBADF),
         };
         let (src, dst) = match self.read_fd(&src) {
-            Ok(s) => (s, lock(&dst.real).0.clone()),
+            Ok(s) => (s, dst.fd()),
             Err(e) => return reply.error(errno(e)),
         };
         let (mut off_in, mut off_out) = (offset_in, offset_out);

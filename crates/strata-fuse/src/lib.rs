@@ -15,9 +15,10 @@
 //!   lower inode number across copy-up and remounts;
 //! - names and attributes are cached by the kernel for a day: **the lower layers must
 //!   not change under a mount** (as with overlayfs), and every change goes through it;
-//! - with privilege (kernel 6.9+), reads and writes bypass this process through FUSE
-//!   passthrough; a file open read-only on its lower copy is never handed to a writer,
-//!   which gets `ETXTBSY` until the readers close (see `fs.rs`).
+//! - with privilege (kernel 6.9+), reads and writes of files that cannot move any more
+//!   (upper files, and every file of a read-only mount) bypass this process through FUSE
+//!   passthrough; lower files of a writable mount are read through the page cache, so
+//!   a copy-up never waits for another user's readers (see `open_files.rs`).
 //!
 //! ```
 //! use strata_fuse::{UnionConfig, mount};
@@ -50,6 +51,7 @@ mod fusermount;
 mod layers;
 mod mutate;
 mod nodes;
+mod open_files;
 mod options;
 mod union;
 
@@ -202,6 +204,8 @@ pub struct Mounted {
     forms: WriteForms,
     /// Mounted through fusermount3, which must also unmount it.
     helper: bool,
+    /// The mount's device number: what is at the mount point is ours only while equal.
+    dev: Option<u64>,
 }
 
 impl Mounted {
@@ -221,9 +225,33 @@ impl Mounted {
             fusermount::unmount(&self.mountpoint).map_err(err)?;
             session.join().map_err(err)
         } else {
-            session.umount_and_join().map_err(err)
+            if unmount_when_free(&self.mountpoint, self.dev) {
+                // The request threads end when the kernel closes the connection.
+                session.join().map_err(err)
+            } else {
+                session.umount_and_join().map_err(err)
+            }
         }
     }
+}
+
+/// Unmounts `mountpoint` directly, retrying briefly while it is busy: a process forked
+/// by any thread of ours holds copies of our fds until it execs, so a file we just
+/// closed can keep the mount busy for a moment. Whether it unmounted; anything else
+/// (still busy, or not allowed) is left to the session's own unmount, which reports it.
+fn unmount_when_free(mountpoint: &Path, dev: Option<u64>) -> bool {
+    let ours = || dev.is_some_and(|d| rustix::fs::stat(mountpoint).is_ok_and(|st| st.st_dev == d));
+    for _ in 0..100 {
+        if !ours() {
+            return false;
+        }
+        match rustix::mount::unmount(mountpoint, rustix::mount::UnmountFlags::empty()) {
+            Ok(()) => return true,
+            Err(rustix::io::Errno::BUSY) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 impl Drop for Mounted {
@@ -279,18 +307,20 @@ fn start_session(
 /// (a 1 GiB read: 0.82 s -> 0.52 s here). Root only (sysfs); the mount's device number
 /// comes from mountinfo, as a stat of the mount would wait for this very daemon.
 fn raise_readahead(mountpoint: &Path) {
-    let Ok(target) = std::fs::canonicalize(mountpoint) else { return };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return };
-    let target = target.to_string_lossy().replace(' ', "\\040");
-    let device = info
-        .lines()
-        .rev()
-        .map(|l| l.split(' ').collect::<Vec<_>>())
-        .find(|f| f.len() > 4 && f[4] == target)
-        .map(|f| f[2].to_owned());
-    if let Some(device) = device {
-        let _ = std::fs::write(format!("/sys/class/bdi/{device}/read_ahead_kb"), "1024");
+    if let Some((major, minor)) = mount_device(mountpoint) {
+        let _ = std::fs::write(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb"), "1024");
     }
+}
+
+/// The device number (major, minor) of the mount at `mountpoint`, from mountinfo.
+fn mount_device(mountpoint: &Path) -> Option<(u32, u32)> {
+    let target = std::fs::canonicalize(mountpoint).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let target = target.to_string_lossy().replace(' ', "\\040");
+    let fields =
+        info.lines().rev().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.len() > 4 && f[4] == target)?;
+    let (major, minor) = fields[2].split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
 }
 
 /// Mounts the union at `mountpoint`, served by threads of this process.
@@ -303,7 +333,8 @@ pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
     let slot = std::sync::Arc::new(std::sync::OnceLock::new());
     let (session, helper) = start_session(config, fs, mountpoint, read_only, &slot)?;
     let session = session.spawn().map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })?;
-    Ok(Mounted { session: Some(session), mountpoint: mountpoint.to_owned(), forms, helper })
+    let dev = mount_device(mountpoint).map(|(major, minor)| rustix::fs::makedev(major, minor));
+    Ok(Mounted { session: Some(session), mountpoint: mountpoint.to_owned(), forms, helper, dev })
 }
 
 /// Mounts the union at `mountpoint` and serves it on this thread until it is

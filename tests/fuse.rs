@@ -401,6 +401,71 @@ fn privileged_strata_fuse_is_a_fuse_overlayfs_drop_in() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("lowerdir="));
 }
 
+/// Runs `script` with `sh -c` as uid 1000; returns (success, stdout + stderr).
+fn as_user(script: &str) -> (bool, String) {
+    let out = Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups", "sh", "-c", script])
+        .output()
+        .expect("run as uid 1000");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[test]
+fn privileged_fuse_enforces_overlayfs_rules_on_xattrs_and_whiteout_devices() {
+    if !require_fuse("privileged_fuse_enforces_overlayfs_rules_on_xattrs_and_whiteout_devices") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    fs::create_dir(s.lowers[0].join("shared")).expect("mkdir");
+    fs::write(s.lowers[0].join("shared/keep"), b"x").expect("file");
+    fs::write(s.lowers[0].join("f"), b"f").expect("file");
+    rustix::fs::lsetxattr(s.lowers[0].join("f"), "trusted.secret", b"s", XattrFlags::empty()).expect("trusted xattr");
+    rustix::fs::lsetxattr(s.lowers[0].join("f"), "user.visible", b"v", XattrFlags::empty()).expect("user xattr");
+    let (m, _g) = s.mount(true);
+    let mnt = s.mnt();
+    fs::set_permissions(mnt.join("shared"), fs::Permissions::from_mode(0o777)).expect("chmod through the union");
+    let mine = mnt.join("shared/mine");
+    let (ok, said) = as_user(&format!("mkdir {}", mine.display()));
+    assert!(ok, "{said}");
+
+    // trusted.* names are listed to root only, as overlayfs does.
+    let list = |path: &Path| {
+        let mut buf = vec![0u8; 4096];
+        let n = rustix::fs::llistxattr(path, &mut buf[..]).expect("listxattr");
+        String::from_utf8_lossy(&buf[..n]).replace('\0', " ")
+    };
+    assert!(list(&mnt.join("f")).contains("trusted.secret"), "root sees trusted.*");
+    let (ok, said) = as_user(&format!("getfattr -d -m - {}", mnt.join("f").display()));
+    assert!(ok && said.contains("user.visible") && !said.contains("trusted."), "uid 1000 sees: {said}");
+
+    // No overlay xattr, in either namespace, can be set, read or listed through the union.
+    for key in ["user.overlay.opaque", "trusted.overlay.opaque", "user.overlay.redirect"] {
+        let set = rustix::fs::lsetxattr(&mine, key, b"y", XattrFlags::empty());
+        assert_eq!(set, Err(rustix::io::Errno::NOTSUP), "root sets {key}");
+    }
+    let (ok, said) = as_user(&format!("setfattr -n user.overlay.opaque -v y {}", mine.display()));
+    assert!(!ok, "uid 1000 must not mark its dir opaque: {said}");
+    assert!(!list(&mine).contains("overlay."), "{}", list(&mine));
+
+    // A char 0/0 (a whiteout) cannot be made through the union, by anyone.
+    let (ok, said) = as_user(&format!("mknod {} c 0 0", mine.join("ghost").display()));
+    assert!(!ok && said.contains("not permitted"), "uid 1000 mknod c 0 0: {said}");
+    let root_try =
+        rustix::fs::mknodat(CWD, mnt.join("ghost"), FileType::CharacterDevice, Mode::from_raw_mode(0o600), 0);
+    assert_eq!(root_try, Err(rustix::io::Errno::PERM), "root mknod c 0 0");
+    m.unmount().expect("unmount");
+
+    // Nothing a user did hides lower entries after a remount.
+    let (m, _g) = s.mount(true);
+    assert!(mnt.join("shared/keep").exists(), "lower entries still visible");
+    assert!(fs::symlink_metadata(s.upper().join("shared/mine/ghost")).is_err());
+    m.unmount().expect("unmount");
+    for key in ["user.overlay.opaque", "trusted.overlay.opaque"] {
+        assert!(xattr(&s.upper().join("shared/mine"), key).is_none(), "{key} on the upper dir");
+    }
+}
+
 #[test]
 fn privileged_fuse_mknod_and_special_files() {
     if !require_fuse("privileged_fuse_mknod_and_special_files") {

@@ -11,6 +11,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
 use strata_core::ovl::copy_up::{Copied, CopyOptions, copy_entry};
+use strata_core::ovl::is_overlay_xattr;
 use strata_core::sys;
 
 use crate::layers::Place;
@@ -149,7 +150,7 @@ fn stage(
     ino: u64,
     with_data: bool,
 ) -> io::Result<()> {
-    let public = |key: &str| !union.is_private_xattr(OsStr::new(key));
+    let public = |key: &str| !is_overlay_xattr(key.as_bytes());
     let options = CopyOptions { data: with_data, owner: true, xattr: &public };
     let copied = copy_entry(src_dir, name, st, work, tmp, &options)?;
     // Keep the lower inode number (see ORIGIN_INO); optional, as on an fs without xattrs.

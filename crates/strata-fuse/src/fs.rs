@@ -516,8 +516,8 @@ impl Filesystem for StrataFs {
         }
     }
 
-    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
-        match self.union.listxattr(ino.0) {
+    fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        match self.union.listxattr(ino.0, req.uid() == 0) {
             Ok(v) => sized(reply, &v, size),
             Err(e) => reply.error(errno(e)),
         }

@@ -6,11 +6,12 @@ use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
-use strata_core::ovl::whiteout;
+use strata_core::ovl::{is_overlay_xattr, whiteout};
 use strata_core::sys;
 
 use crate::layers::{self, Layers, Place};
@@ -58,6 +59,13 @@ impl Union {
         if whiteout::is_aufs_marker(name) {
             // A `.wh.` name would read back as a whiteout.
             return Err(Errno::INVAL.into());
+        }
+        if let NewEntry::Special { mode, rdev: 0 } = what {
+            if FileType::from_raw_mode(mode) == FileType::CharacterDevice {
+                // A char 0/0 is a whiteout: it would hide the name, invisible to all. The
+                // VFS lets any user make one (for overlayfs); overlayfs refuses them all.
+                return Err(Errno::PERM.into());
+            }
         }
         let _tree = self.write_tree();
         self.ensure_upper(parent)?;
@@ -455,7 +463,7 @@ impl Union {
     }
 
     pub(crate) fn setxattr(&self, ino: u64, key: &OsStr, value: &[u8], flags: XattrFlags) -> io::Result<()> {
-        if self.is_private_xattr(key) {
+        if is_overlay_xattr(key.as_bytes()) {
             return Err(Errno::NOTSUP.into());
         }
         self.copy_up_if_needed(ino, true)?;
@@ -465,7 +473,7 @@ impl Union {
     }
 
     pub(crate) fn removexattr(&self, ino: u64, key: &OsStr) -> io::Result<()> {
-        if self.is_private_xattr(key) {
+        if is_overlay_xattr(key.as_bytes()) {
             return Err(Errno::NOTSUP.into());
         }
         // overlayfs answers ENODATA without a copy-up when the name is absent.

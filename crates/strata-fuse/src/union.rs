@@ -17,7 +17,7 @@ use strata_core::sys;
 
 use crate::layers::{self, LayerDir, LayerIx, Layers, Place, Probe};
 use crate::nodes::{Node, Nodes, ROOT};
-use strata_core::ovl::whiteout;
+use strata_core::ovl::{is_overlay_xattr, whiteout};
 
 /// The xattr (after the overlay prefix) in which a copied-up entry keeps the inode
 /// number it had in its lower layer, so `st_ino` survives copy-up and remounts.
@@ -346,13 +346,8 @@ impl Union {
         sys::read_link(dir.as_fd(), &name)
     }
 
-    /// Whether `key` is one of the overlay's own xattrs, hidden from users.
-    pub(crate) fn is_private_xattr(&self, key: &OsStr) -> bool {
-        key.as_bytes().starts_with(self.layers.xattrs.prefix().as_bytes())
-    }
-
     pub(crate) fn getxattr(&self, ino: u64, key: &OsStr) -> io::Result<Vec<u8>> {
-        if self.is_private_xattr(key) {
+        if is_overlay_xattr(key.as_bytes()) {
             return Err(Errno::NOTSUP.into());
         }
         let key = key.to_str().ok_or(Errno::NODATA)?;
@@ -361,12 +356,15 @@ impl Union {
         sys::get_xattr(dir.as_fd(), &name, key)?.ok_or_else(|| Errno::NODATA.into())
     }
 
-    pub(crate) fn listxattr(&self, ino: u64) -> io::Result<Vec<u8>> {
+    /// The xattr names a caller may see: never the overlay's own, and `trusted.*` only
+    /// for a `privileged` caller (overlayfs checks `CAP_SYS_ADMIN`; we see the uid).
+    pub(crate) fn listxattr(&self, ino: u64, privileged: bool) -> io::Result<Vec<u8>> {
         let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
         let mut out = Vec::new();
         for key in sys::list_xattrs(dir.as_fd(), &name)? {
-            if !self.is_private_xattr(OsStr::new(&key)) {
+            let hidden = is_overlay_xattr(key.as_bytes()) || (!privileged && key.starts_with("trusted."));
+            if !hidden {
                 out.extend_from_slice(key.as_bytes());
                 out.push(0);
             }

@@ -7,7 +7,7 @@
 /// ownership (`user.containers.override_stat`, `user.rootlesscontainers`).
 pub fn xattr_allowed(key: &str) -> bool {
     !(key.starts_with("trusted.")
-        || key.starts_with("user.overlay.")
+        || crate::ovl::is_overlay_xattr(key.as_bytes())
         || key == "security.selinux"
         || key == "user.containers.override_stat"
         || key == "user.rootlesscontainers")

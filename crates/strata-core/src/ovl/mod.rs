@@ -18,5 +18,5 @@ mod namespace;
 mod stack;
 pub mod whiteout;
 
-pub use namespace::{XattrNamespace, convert_tree};
+pub use namespace::{XattrNamespace, convert_tree, is_overlay_xattr};
 pub use stack::MountSpec;

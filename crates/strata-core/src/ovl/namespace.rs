@@ -16,6 +16,14 @@ pub enum XattrNamespace {
     User,
 }
 
+/// Whether `key` is one of overlayfs's own xattrs in either namespace
+/// (`trusted.overlay.*`, `user.overlay.*`): markers the union reads, never user data a
+/// mount may show or let a user set (a user's `user.overlay.opaque` would hide the
+/// layers below after a remount in that namespace).
+pub fn is_overlay_xattr(key: &[u8]) -> bool {
+    [XattrNamespace::Trusted, XattrNamespace::User].iter().any(|ns| key.starts_with(ns.prefix().as_bytes()))
+}
+
 impl XattrNamespace {
     /// What this process can write: `trusted` as root, `user` otherwise.
     pub fn native() -> XattrNamespace {

@@ -660,3 +660,88 @@ fn privileged_fuse_fallocate_lseek_copy_file_range_and_fsync() {
         m.unmount().expect("unmount");
     }
 }
+
+/// (resident MB, open fds) of process `pid`.
+fn rss_and_fds(pid: u32) -> (u64, usize) {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    (kb / 1024, fs::read_dir(format!("/proc/{pid}/fd")).expect("fds").count())
+}
+
+#[test]
+fn privileged_fuse_daemon_memory_and_fds_stay_bounded_under_a_users_opens() {
+    if !require_fuse("privileged_fuse_daemon_memory_and_fds_stay_bounded_under_a_users_opens") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+    let big = s.lowers[0].join("big");
+    fs::create_dir(&big).expect("mkdir");
+    // 20k entries with 200-byte names: one merged listing is ~5 MB.
+    let pad = "n".repeat(192);
+    for i in 0..20_000 {
+        fs::File::create(big.join(format!("{pad}{i:08}"))).expect("entry");
+    }
+    fs::write(s.lowers[0].join("file"), b"data").expect("file");
+    fs::create_dir(s.lowers[0].join("many")).expect("mkdir");
+    for i in 0..400 {
+        fs::write(s.lowers[0].join(format!("many/f{i}")), b"x").expect("file");
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        s.lowers[0].display(),
+        s.upper().display(),
+        s.dir.path().join("work").display()
+    );
+    let _g = MountGuard(s.mnt());
+    // A low fd limit, so a user can reach it here: 1300, of which 1024 are root's.
+    let mut daemon = Command::new("prlimit")
+        .args(["--nofile=1300:1300", env!("CARGO_BIN_EXE_strata-fuse"), "-f", "-o", &opts])
+        .arg(s.mnt())
+        .spawn()
+        .expect("start strata-fuse");
+    let mounted = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&s.mnt().display().to_string()))
+    });
+    assert!(mounted, "strata-fuse mounted");
+    let (rss_before, fds_before) = rss_and_fds(daemon.id());
+    // uid 1000 holds 100 opens of the big directory and 2000 opens of one file, then
+    // opens distinct files until the daemon refuses.
+    let script = format!(
+        "for i in $(seq 100); do exec {{d}}<{dir}; done; for i in $(seq 2000); do exec {{f}}<{file}; done; \
+         n=0; for i in $(seq 0 399); do exec {{g}}<{many}/f$i 2>/dev/null || break; n=$((n+1)); done; \
+         echo held $n; exec sleep 60",
+        dir = s.mnt().join("big").display(),
+        file = s.mnt().join("file").display(),
+        many = s.mnt().join("many").display()
+    );
+    let mut holder = Command::new("setpriv")
+        .args(["--reuid=1000", "--regid=1000", "--clear-groups", "bash", "-c", &script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn holder");
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().expect("stdout")), &mut line)
+        .expect("read");
+    let distinct: usize = line.trim().strip_prefix("held ").and_then(|n| n.parse().ok()).expect("held N");
+    let (rss, fds) = rss_and_fds(daemon.id());
+    eprintln!(
+        "daemon: {rss_before} MB / {fds_before} fds idle; {rss} MB / {fds} fds under 100 dir + 2000 file opens + {distinct} distinct files"
+    );
+    assert!(distinct < 400, "the daemon keeps root's share of its fds: a user got {distinct} distinct files");
+    // Root's opens still work while the user holds its share.
+    assert_eq!(fs::read(s.mnt().join("many/f399")).expect("root reads"), b"x");
+    holder.kill().expect("stop holder");
+    holder.wait().expect("reap holder");
+    // One listing (~5 MB) shared by the 100 opens, one fd shared by the 2000: a copy per
+    // open would be ~500 MB and 2000 fds.
+    assert!(rss < rss_before + 60, "daemon RSS grew from {rss_before} MB to {rss} MB");
+    assert!(fds < fds_before + 300, "daemon fds grew from {fds_before} to {fds}");
+    assert!(Command::new("umount").arg(s.mnt()).status().expect("umount").success());
+    daemon.wait().expect("daemon exits after umount");
+}

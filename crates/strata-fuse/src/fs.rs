@@ -111,11 +111,12 @@ impl StrataFs {
         ino: u64,
         flags: OFlags,
         fresh: Option<File>,
+        privileged: bool,
         register: impl Fn(&File) -> io::Result<BackingId>,
     ) -> io::Result<(u64, Io)> {
         let place = if fresh.is_some() { Place::Upper } else { self.union.nodes().get(ino)?.place };
         let fixed = place == Place::Upper || self.options.read_only;
-        let (file, place) = self.files.fd(ino, flags, place, fresh, || self.union.open_real(ino, flags))?;
+        let (file, place) = self.files.fd(ino, flags, place, fresh, privileged, || self.union.open_real(ino, flags))?;
         // Upper files get a read-write backing so later writers can share it; the
         // kernel keeps its own reference, so that fd serves only the registration.
         let read_write = || {
@@ -298,7 +299,7 @@ impl Filesystem for StrataFs {
         self.do_create(req, newparent, newname, NewEntry::Link { ino: ino.0 }, reply);
     }
 
-    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+    fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let flags = OFlags::from_bits_retain(flags.0 as u32);
         let mut fresh = None;
         if Self::writable_flags(flags) {
@@ -310,7 +311,7 @@ impl Filesystem for StrataFs {
                 Err(e) => return reply.error(errno(e)),
             }
         }
-        match self.open_handle(ino.0, flags, fresh, |f| reply.open_backing(f)) {
+        match self.open_handle(ino.0, flags, fresh, req.uid() == 0, |f| reply.open_backing(f)) {
             Ok((fh, Io::Passthrough(id))) => reply.opened_passthrough(FileHandle(fh), FopenFlags::FOPEN_NOFLUSH, &id),
             Ok((fh, Io::Cached { .. })) => {
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH);
@@ -418,7 +419,7 @@ impl Filesystem for StrataFs {
         match self.union.list(ino.0) {
             Ok(entries) => {
                 let fh = self.files.next_fh();
-                lock(&self.dirs).insert(fh, Arc::new(entries));
+                lock(&self.dirs).insert(fh, entries);
                 reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_CACHE_DIR);
             }
             Err(e) => reply.error(errno(e)),
@@ -561,20 +562,21 @@ impl Filesystem for StrataFs {
         };
         let a = attr(found.ino, &found.st, &found.node);
         let ttl = attr_ttl(&found.st);
-        let (fh, flags) = match self.open_handle(found.ino, oflags, Some(file), |f| reply.open_backing(f)) {
-            Ok((fh, Io::Passthrough(id))) => {
-                return reply.created_passthrough(
-                    &ttl,
-                    &a,
-                    Generation(0),
-                    FileHandle(fh),
-                    FopenFlags::FOPEN_NOFLUSH,
-                    &id,
-                );
-            }
-            Ok((fh, Io::Cached { .. })) => (fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
-            Err(e) => return reply.error(errno(e)),
-        };
+        let (fh, flags) =
+            match self.open_handle(found.ino, oflags, Some(file), req.uid() == 0, |f| reply.open_backing(f)) {
+                Ok((fh, Io::Passthrough(id))) => {
+                    return reply.created_passthrough(
+                        &ttl,
+                        &a,
+                        Generation(0),
+                        FileHandle(fh),
+                        FopenFlags::FOPEN_NOFLUSH,
+                        &id,
+                    );
+                }
+                Ok((fh, Io::Cached { .. })) => (fh, FopenFlags::FOPEN_KEEP_CACHE | FopenFlags::FOPEN_NOFLUSH),
+                Err(e) => return reply.error(errno(e)),
+            };
         reply.created(&ttl, &a, Generation(0), FileHandle(fh), flags);
     }
 

@@ -347,5 +347,13 @@ pub fn serve(config: &UnionConfig, mountpoint: &Path, ready: impl FnOnce(WriteFo
     let slot = std::sync::Arc::new(std::sync::OnceLock::new());
     let (session, _helper) = start_session(config, fs, mountpoint, read_only, &slot)?;
     ready(forms);
-    session.run().map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source })
+    match session.run() {
+        // How the loop ends when the mount goes away (umount, fusermount3 -u).
+        Err(e) if matches!(e.raw_os_error(), Some(code) if is_connection_gone(code)) => Ok(()),
+        done => done.map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source }),
+    }
+}
+
+fn is_connection_gone(errno: i32) -> bool {
+    [rustix::io::Errno::CONNABORTED, rustix::io::Errno::NODEV].iter().any(|e| e.raw_os_error() == errno)
 }

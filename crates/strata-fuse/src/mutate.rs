@@ -68,6 +68,7 @@ impl Union {
             }
         }
         let _tree = self.write_tree();
+        self.listing_changed(parent);
         self.ensure_upper(parent)?;
         if let NewEntry::Link { ino } = what {
             self.ensure_upper(ino)?;
@@ -125,6 +126,8 @@ impl Union {
             let node =
                 Node { kind: layers::kind_of(&st), place: Place::Upper, lowers: vec![], links: vec![], nlookup: 0 };
             let ino = self.mix(st.st_dev, st.st_ino);
+            // The inode number may be a removed directory's, whose listing is cached.
+            self.listing_changed(ino);
             let node = self.nodes().remember(ino, parent, &name.to_owned(), node).clone();
             Found { ino, st, node }
         };
@@ -195,6 +198,7 @@ impl Union {
     /// `unlink` (dir = false) or `rmdir` (dir = true).
     pub(crate) fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> io::Result<()> {
         let _tree = self.write_tree();
+        self.listing_changed(parent);
         let _forget = dir.then(|| ForgetDirs(&self.layers));
         let (pnode, ppath) = self.node_at(parent)?;
         let (child, _, _) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
@@ -296,6 +300,8 @@ impl Union {
         }
         let exchange = flags.contains(RenameFlags::EXCHANGE);
         let _tree = self.write_tree();
+        self.listing_changed(p1);
+        self.listing_changed(p2);
         let _forget = ForgetDirs(&self.layers);
         let (pn1, pp1) = self.node_at(p1)?;
         let (pn2, pp2) = self.node_at(p2)?;

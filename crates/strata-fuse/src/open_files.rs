@@ -23,6 +23,22 @@ use rustix::fs::OFlags;
 
 use crate::layers::Place;
 
+/// Daemon fds kept for root's opens whatever other users hold.
+const ROOT_RESERVED_FDS: usize = 1024;
+
+/// This process's fd limit, raised to the hard limit first (the daemon serves every
+/// user of the mount from one fd table).
+fn fd_limit() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        let raised = rustix::process::Rlimit { current: Some(hard), maximum: Some(hard) };
+        if rustix::process::setrlimit(rustix::process::Resource::Nofile, raised).is_ok() {
+            return usize::try_from(hard).unwrap_or(usize::MAX);
+        }
+    }
+    limit.current.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX))
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -80,6 +96,9 @@ pub(crate) struct OpenFiles {
     /// inode -> how the kernel serves its opens now.
     modes: Mutex<HashMap<u64, Bound>>,
     passthrough_on: AtomicBool,
+    /// How many shared fds other users' opens may hold; the rest of the daemon's fd
+    /// limit is root's, so no user can make root's opens fail with `EMFILE`.
+    user_fd_budget: usize,
 }
 
 impl OpenFiles {
@@ -90,6 +109,7 @@ impl OpenFiles {
             fds: Mutex::new(HashMap::new()),
             modes: Mutex::new(HashMap::new()),
             passthrough_on: AtomicBool::new(false),
+            user_fd_budget: fd_limit().saturating_sub(ROOT_RESERVED_FDS).max(64),
         }
     }
 
@@ -109,13 +129,15 @@ impl OpenFiles {
     /// The fd for an open of `ino` with `flags` whose real file is at `place` now:
     /// `fresh` when the open just made it (a copy-up), else the one other opens with
     /// the same access share, else `open()`'s. `O_TRUNC` always opens anew, so the
-    /// truncation happens.
+    /// truncation happens. A new fd for an unprivileged caller past its budget is
+    /// refused with `ENFILE`.
     pub(crate) fn fd(
         &self,
         ino: u64,
         flags: OFlags,
         place: Place,
         fresh: Option<File>,
+        privileged: bool,
         open: impl FnOnce() -> io::Result<(File, Place)>,
     ) -> io::Result<(Arc<File>, Place)> {
         let key = (ino, (flags & OFlags::RWMODE).bits());
@@ -127,6 +149,12 @@ impl OpenFiles {
                         return Ok((file, *at));
                     }
                 }
+            }
+        }
+        if !privileged && fds.len() >= self.user_fd_budget {
+            fds.retain(|_, (weak, _)| weak.strong_count() > 0);
+            if fds.len() >= self.user_fd_budget {
+                return Err(rustix::io::Errno::NFILE.into());
             }
         }
         let (file, at) = match fresh {
@@ -227,7 +255,7 @@ impl OpenFiles {
         if real.1 != Place::Upper && now == Place::Upper {
             // Unlinked since, the upper copy has no name to open by: keep reading the
             // fd we have rather than fail a read on an open file.
-            if let Ok(swapped) = self.fd(open.ino, open.access, Place::Upper, None, open_upper) {
+            if let Ok(swapped) = self.fd(open.ino, open.access, Place::Upper, None, true, open_upper) {
                 *real = swapped;
             }
         }

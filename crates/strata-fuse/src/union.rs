@@ -1,7 +1,7 @@
 //! The union view: name resolution through the layers, attributes with stable inode
 //! numbers, merged listings and xattr reads. Changes live in `mutate.rs`.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
@@ -58,6 +58,9 @@ pub(crate) struct Union {
     /// resolution and listings share it. Data reads and writes go through open fds and
     /// take nothing.
     tree: RwLock<()>,
+    /// Merged listings, shared by every open of a directory until it changes (200 opens
+    /// of a 200k-entry directory hold one listing, not 200).
+    listings: Mutex<HashMap<u64, Weak<Vec<DirEntry>>>>,
     /// Devices seen, in a fixed order (upper, then lowers), for inode-number mixing.
     devs: Mutex<Vec<u64>>,
     tmp_counter: AtomicU64,
@@ -97,6 +100,7 @@ impl Union {
             layers,
             nodes: Mutex::new(Nodes::new(root)),
             tree: RwLock::new(()),
+            listings: Mutex::new(HashMap::new()),
             devs: Mutex::new(devs),
             tmp_counter: AtomicU64::new(0),
             umask: process_umask(),
@@ -268,10 +272,30 @@ impl Union {
 
     /// The merged listing of directory `ino`: de-duplicated, whiteouts and markers
     /// hidden, upper entries first.
-    pub(crate) fn list(&self, ino: u64) -> io::Result<Vec<DirEntry>> {
+    pub(crate) fn list(&self, ino: u64) -> io::Result<Arc<Vec<DirEntry>>> {
+        // Under the shared tree lock: no change can slip between listing and caching.
         let _tree = self.read_tree();
+        if let Some(shared) = self.listings().get(&ino).and_then(Weak::upgrade) {
+            return Ok(shared);
+        }
         let (node, path) = self.node_at(ino)?;
-        self.list_node(&node, &path)
+        let listing = Arc::new(self.list_node(&node, &path)?);
+        let mut listings = self.listings();
+        if listings.len() >= 1024 {
+            listings.retain(|_, weak| weak.strong_count() > 0);
+        }
+        listings.insert(ino, Arc::downgrade(&listing));
+        Ok(listing)
+    }
+
+    /// Directory `ino` is about to change (the caller holds the tree lock exclusively):
+    /// later opens list it anew; open handles keep the listing they have, as POSIX allows.
+    pub(crate) fn listing_changed(&self, ino: u64) {
+        self.listings().remove(&ino);
+    }
+
+    fn listings(&self) -> MutexGuard<'_, HashMap<u64, Weak<Vec<DirEntry>>>> {
+        self.listings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     pub(crate) fn list_node(&self, node: &Node, path: &Path) -> io::Result<Vec<DirEntry>> {

@@ -15,6 +15,7 @@ mod mount;
 mod mount_lifecycle;
 mod mutation;
 mod overlay_form;
+mod podman;
 mod privileged;
 mod race;
 mod semantics;

@@ -20,6 +20,7 @@ use fuser::{
 use rustix::fs::{FileType, OFlags, Timestamps};
 
 use crate::attr::{OMIT, TTL, attr, attr_ttl, fuse_kind, timespec};
+use crate::idmap::IdMap;
 use crate::layers::Place;
 use crate::mutate::{AttrChange, Caller, NewEntry};
 use crate::nodes::ROOT;
@@ -27,10 +28,12 @@ use crate::open_files::{Io, OpenFile, OpenFiles};
 use crate::union::{DirEntry, Found, Union};
 
 /// How the FUSE side behaves.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct FsOptions {
     pub read_only: bool,
     pub passthrough: bool,
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
 }
 
 #[derive(Debug)]
@@ -66,12 +69,12 @@ impl StrataFs {
     }
 
     fn entry(&self, reply: ReplyEntry, found: &Found) {
-        reply.entry_with_ttls(&attr_ttl(&found.st), &TTL, &attr(found.ino, &found.st, &found.node), Generation(0));
+        reply.entry_with_ttls(&attr_ttl(&found.st), &TTL, &self.attr(found.ino, &found.st, &found.node), Generation(0));
     }
 
     fn reply_attr(&self, ino: u64, reply: ReplyAttr) {
         match self.union.stat(ino) {
-            Ok((node, st)) => reply.attr(&attr_ttl(&st), &attr(ino, &st, &node)),
+            Ok((node, st)) => reply.attr(&attr_ttl(&st), &self.attr(ino, &st, &node)),
             Err(e) => reply.error(errno(e)),
         }
     }
@@ -96,8 +99,17 @@ impl StrataFs {
         Ok(open.fd())
     }
 
-    fn caller(req: &Request) -> Caller {
-        Caller { uid: req.uid(), gid: req.gid() }
+    /// Who asks, in the ids stored in the layers.
+    fn caller(&self, req: &Request) -> Caller {
+        Caller { uid: self.options.uid_map.stored(req.uid()), gid: self.options.gid_map.stored(req.gid()) }
+    }
+
+    /// What we report for a real entry, its owner in the ids the kernel sees.
+    fn attr(&self, ino: u64, st: &rustix::fs::Stat, node: &crate::nodes::Node) -> fuser::FileAttr {
+        let mut a = attr(ino, st, node);
+        a.uid = self.options.uid_map.shown(a.uid);
+        a.gid = self.options.gid_map.shown(a.gid);
+        a
     }
 
     fn writable_flags(flags: OFlags) -> bool {
@@ -143,7 +155,7 @@ impl StrataFs {
         if let Err(e) = self.guard_write() {
             return reply.error(e);
         }
-        match self.union.create(parent.0, name, what, Self::caller(req)) {
+        match self.union.create(parent.0, name, what, self.caller(req)) {
             Ok((found, _)) => self.entry(reply, &found),
             Err(e) => reply.error(errno(e)),
         }
@@ -198,7 +210,7 @@ impl Filesystem for StrataFs {
             let unlinked = self.union.nodes().get(ino.0).ok().filter(|n| n.links.is_empty() && ino.0 != ROOT).cloned();
             if let Some(node) = unlinked {
                 return match self.read_fd(&open).and_then(|f| Ok(rustix::fs::fstat(&*f)?)) {
-                    Ok(st) => reply.attr(&Duration::ZERO, &attr(ino.0, &st, &node)),
+                    Ok(st) => reply.attr(&Duration::ZERO, &self.attr(ino.0, &st, &node)),
                     Err(e) => reply.error(errno(e)),
                 };
             }
@@ -231,6 +243,8 @@ impl Filesystem for StrataFs {
             last_access: atime.map_or(OMIT, timespec),
             last_modification: mtime.map_or(OMIT, timespec),
         });
+        let uid = uid.map(|id| self.options.uid_map.stored(id));
+        let gid = gid.map(|id| self.options.gid_map.stored(id));
         let change = AttrChange { mode, uid, gid, size, times };
         let open = fh.and_then(|fh| self.file(fh).ok()).filter(|o| o.writable);
         let file = open.as_ref().map(|o| o.fd());
@@ -450,7 +464,7 @@ impl Filesystem for StrataFs {
         let mut index = offset as usize;
         if index < 2 {
             let Ok((node, st)) = self.union.stat(ino.0) else { return reply.error(Errno::ENOENT) };
-            let me = attr(ino.0, &st, &node);
+            let me = self.attr(ino.0, &st, &node);
             for (i, name) in [".", ".."].iter().enumerate().skip(index) {
                 // The kernel takes no reference for dot entries: no lookup counted.
                 if reply.add(INodeNo(ino.0), (i + 1) as u64, name, &Duration::ZERO, &me, Generation(0)) {
@@ -461,7 +475,7 @@ impl Filesystem for StrataFs {
         }
         for (i, e) in entries.iter().enumerate().skip(index - 2) {
             let Ok(found) = self.union.lookup(ino.0, &e.name) else { continue };
-            let a = attr(found.ino, &found.st, &found.node);
+            let a = self.attr(found.ino, &found.st, &found.node);
             if reply.add(INodeNo(found.ino), (i + 3) as u64, &e.name, &attr_ttl(&found.st), &a, Generation(0)) {
                 // Not sent: drop the reference this lookup took.
                 self.union.nodes().forget(found.ino, 1);
@@ -555,12 +569,12 @@ impl Filesystem for StrataFs {
         }
         let oflags = OFlags::from_bits_retain(flags as u32);
         let what = NewEntry::File { mode, flags: oflags };
-        let (found, file) = match self.union.create(parent.0, name, what, Self::caller(req)) {
+        let (found, file) = match self.union.create(parent.0, name, what, self.caller(req)) {
             Ok((found, Some(file))) => (found, file),
             Ok((_, None)) => return reply.error(Errno::EIO),
             Err(e) => return reply.error(errno(e)),
         };
-        let a = attr(found.ino, &found.st, &found.node);
+        let a = self.attr(found.ino, &found.st, &found.node);
         let ttl = attr_ttl(&found.st);
         let (fh, flags) =
             match self.open_handle(found.ino, oflags, Some(file), req.uid() == 0, |f| reply.open_backing(f)) {

@@ -48,6 +48,7 @@ mod cli;
 mod copy_up;
 mod fs;
 mod fusermount;
+mod idmap;
 mod layers;
 mod mutate;
 mod nodes;
@@ -58,6 +59,7 @@ mod union;
 use std::path::{Path, PathBuf};
 
 pub use cli::run as run_cli;
+pub use idmap::IdMap;
 pub use layers::WriteForms;
 pub use options::parse_options;
 
@@ -105,6 +107,10 @@ pub struct UnionConfig {
     /// Write whiteouts as AUFS `.wh.` files even where char 0/0 devices work (for
     /// upper dirs consumed by tools that expect the OCI tar form).
     pub aufs_whiteouts: bool,
+    /// Ids as stored in the layers shown as other ids (fuse-overlayfs's
+    /// `uidmapping=`/`gidmapping=`); empty: shown as stored.
+    pub uid_map: IdMap,
+    pub gid_map: IdMap,
 }
 
 impl UnionConfig {
@@ -127,6 +133,8 @@ impl UnionConfig {
             // Root mounts root filesystems: device nodes and setuid programs must work.
             flags: if root { vec!["dev".into(), "suid".into()] } else { Vec::new() },
             aufs_whiteouts: false,
+            uid_map: IdMap::default(),
+            gid_map: IdMap::default(),
         }
     }
 
@@ -191,7 +199,12 @@ impl UnionConfig {
         let forms = layers.forms;
         let read_only = self.read_only || !layers.has_upper();
         let union = union::Union::new(layers).map_err(Error::Layers)?;
-        let options = fs::FsOptions { read_only, passthrough: self.passthrough };
+        let options = fs::FsOptions {
+            read_only,
+            passthrough: self.passthrough,
+            uid_map: self.uid_map.clone(),
+            gid_map: self.gid_map.clone(),
+        };
         Ok((fs::StrataFs::new(union, options), forms, read_only))
     }
 }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Error, Result, UnionConfig, XattrNamespace};
+use crate::{Error, IdMap, Result, UnionConfig, XattrNamespace};
 
 /// Options fuse-overlayfs callers pass that change nothing here (said why beside each).
 const ACCEPTED_AND_IGNORED: &[&str] = &[
@@ -19,6 +19,7 @@ const ACCEPTED_AND_IGNORED: &[&str] = &[
     "static_nlink", // merged dirs already report nlink 1
     "allow_root",   // root may always
     "auto_unmount", // the daemon is managed by `strata umount` / fusermount3 -u
+    "volatile",     // overlayfs: skip syncs; copy-up's one fsync is kept (a crash never shows a partial copy)
 ];
 
 /// Applies a comma-separated option string (as after `-o`) to `config`.
@@ -51,9 +52,11 @@ pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
                 config.flags.retain(|f| f != key && *f != opposite);
                 config.flags.push(key.to_owned());
             }
-            ("uidmapping" | "gidmapping" | "squash_to_root" | "squash_to_uid" | "squash_to_gid", _) => {
+            ("uidmapping", Some(v)) => config.uid_map = IdMap::parse(key, v)?,
+            ("gidmapping", Some(v)) => config.gid_map = IdMap::parse(key, v)?,
+            ("squash_to_root" | "squash_to_uid" | "squash_to_gid", _) => {
                 return Err(Error::Config(format!(
-                    "option {key}: id mapping is not supported by strata-fuse; use an idmapped mount or chown the layers"
+                    "option {key}: squashing ids is not supported by strata-fuse; use uidmapping=/gidmapping="
                 )));
             }
             ("subtype" | "context" | "fscontext" | "defcontext" | "rootcontext", Some(_)) => {}
@@ -110,6 +113,11 @@ mod tests {
     #[test]
     fn fuse_overlayfs_option_strings_parse() {
         let mut c = UnionConfig::new(vec![]);
+        // podman's mount_program line: an empty option, volatile, colon-led mappings.
+        let podman =
+            "lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w,,volatile,uidmapping=:0:100000:65536,gidmapping=:0:100000:65536";
+        parse_options(&mut c, podman).expect("podman's options parse");
+        assert_eq!(c.uid_map, IdMap::parse("uidmapping", "0:100000:65536").expect("map"));
         parse_options(&mut c, "lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w,fsync=0,nodev,userxattr").expect("parses");
         assert_eq!(c.lowers, vec![PathBuf::from("/l/2"), PathBuf::from("/l/1")]);
         assert_eq!(c.upper.as_deref(), Some(std::path::Path::new("/u")));
@@ -130,8 +138,10 @@ mod tests {
         let mut c = UnionConfig::new(vec![]);
         let e = parse_options(&mut c, "lowerdir=/a,frobnicate").expect_err("unknown");
         assert!(e.to_string().contains("frobnicate"), "{e}");
-        let e = parse_options(&mut c, "uidmapping=0:1000:1").expect_err("unsupported");
-        assert!(e.to_string().contains("id mapping"), "{e}");
+        let e = parse_options(&mut c, "squash_to_root").expect_err("unsupported");
+        assert!(e.to_string().contains("squash"), "{e}");
+        let e = parse_options(&mut c, "uidmapping=0:x:1").expect_err("not an id");
+        assert!(e.to_string().contains("uidmapping"), "{e}");
         assert!(parse_options(&mut c, "lowerdir=/a::/b").is_err());
     }
 }

@@ -28,9 +28,17 @@ Options (-o, comma-separated; `\\,` and `\\:` escape inside paths):
   userxattr          opaque markers in user.overlay.* (default when not root)
   whiteouts=aufs     write whiteouts as .wh.NAME files (default: char 0/0 devices,
                      falling back to .wh. files where the upper fs cannot make them)
+  uidmapping=ID:MAPPED:LEN[:ID:MAPPED:LEN...]
+  gidmapping=...     show ids stored in the layers as other ids (fuse-overlayfs's
+                     form; podman passes them for --uidmap and rootless runs)
   ro, allow_other, dev, nodev, suid, nosuid, exec, noexec, noatime, fsname=NAME
-  Accepted for compatibility, no effect: rw, fsync=0|1, noacl, redirect_dir=off,
-  index=off, metacopy=off, xino=off|auto, static_nlink, allow_root, auto_unmount
+  Accepted for compatibility, no effect: rw, fsync=0|1, volatile, noacl,
+  redirect_dir=off, index=off, metacopy=off, xino=off|auto, static_nlink,
+  allow_root, auto_unmount
+
+Passthrough serves the data of upper files (and of every file of a read-only mount)
+in the kernel; lower files of a writable mount are read through the page cache, so
+a copy-up never waits for another user's readers.
 
 Flags:
   -f        stay in the foreground (default: detach once mounted)

@@ -18,7 +18,10 @@
 //! - with privilege (kernel 6.9+), reads and writes of files that cannot move any more
 //!   (upper files, and every file of a read-only mount) bypass this process through FUSE
 //!   passthrough; lower files of a writable mount are read through the page cache, so
-//!   a copy-up never waits for another user's readers (see `open_files.rs`).
+//!   a copy-up never waits for another user's readers (see `open_files.rs`);
+//! - a mount serves every user from one process: opens of an inode share one fd, and
+//!   mounting raises this process's soft fd limit to its hard limit, keeping 1,024 fds
+//!   for root's opens.
 //!
 //! ```
 //! use strata_fuse::{UnionConfig, mount};

@@ -771,3 +771,45 @@ fn privileged_fuse_daemon_memory_and_fds_stay_bounded_under_a_users_opens() {
     assert!(Command::new("umount").arg(s.mnt()).status().expect("umount").success());
     daemon.wait().expect("daemon exits after umount");
 }
+
+/// Runs the detached strata-fuse daemon `bin` over `lower` (a tmpfs) and reports
+/// whether that tmpfs could be unmounted the instant the union's unmount returned.
+fn lower_free_after_union_umount(bin: &Path, s: &Stack, lower: &Path) -> bool {
+    rustix::mount::mount("strata-test", lower, "tmpfs", rustix::mount::MountFlags::empty(), None).expect("tmpfs");
+    fs::write(lower.join("a"), b"x").expect("file");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        lower.display(),
+        s.upper().display(),
+        s.dir.path().join("work").display()
+    );
+    let out = Command::new(bin).args(["-o", &opts]).arg(s.mnt()).output().expect("run strata-fuse");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read(s.mnt().join("a")).expect("read"), b"x");
+    rustix::mount::unmount(&s.mnt(), rustix::mount::UnmountFlags::empty()).expect("umount the union");
+    let free = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::empty()).is_ok();
+    if !free {
+        // The daemon exits a moment later; clean up for the next round.
+        let gone = (0..200).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            rustix::mount::unmount(lower, rustix::mount::UnmountFlags::empty()).is_ok()
+        });
+        assert!(gone, "the daemon let go of the lower layer");
+    }
+    free
+}
+
+#[test]
+fn privileged_fuse_daemon_lets_go_of_the_layers_when_the_union_is_unmounted() {
+    if !require_fuse("privileged_fuse_daemon_lets_go_of_the_layers_when_the_union_is_unmounted") {
+        return;
+    }
+    // unionmount-testsuite unmounts the union, then the lower filesystem at once.
+    let s = Stack::new(1);
+    let lower = s.dir.path().join("lowerfs");
+    fs::create_dir(&lower).expect("mkdir");
+    let busy = (0..30)
+        .filter(|_| !lower_free_after_union_umount(Path::new(env!("CARGO_BIN_EXE_strata-fuse")), &s, &lower))
+        .count();
+    assert_eq!(busy, 0, "the lower filesystem was busy after {busy} of 30 union unmounts");
+}

@@ -52,6 +52,7 @@ mod copy_up;
 mod fs;
 mod fusermount;
 mod idmap;
+mod isolate;
 mod layers;
 mod mutate;
 mod nodes;
@@ -359,15 +360,45 @@ pub fn mount(config: &UnionConfig, mountpoint: &Path) -> Result<Mounted> {
 /// # Errors
 /// As [`mount`], and what the session loop ends with.
 pub fn serve(config: &UnionConfig, mountpoint: &Path, ready: impl FnOnce(WriteForms)) -> Result<()> {
-    let (fs, forms, read_only) = config.build()?;
     let slot = std::sync::Arc::new(std::sync::OnceLock::new());
-    let (session, _helper) = start_session(config, fs, mountpoint, read_only, &slot)?;
+    let (session, forms) = if rustix::process::geteuid().is_root() {
+        serve_isolated(config, mountpoint, &slot)?
+    } else {
+        let (fs, forms, read_only) = config.build()?;
+        (start_session(config, fs, mountpoint, read_only, &slot)?.0, forms)
+    };
     ready(forms);
     match session.run() {
         // How the loop ends when the mount goes away (umount, fusermount3 -u).
         Err(e) if matches!(e.raw_os_error(), Some(code) if is_connection_gone(code)) => Ok(()),
         done => done.map_err(|source| Error::Mount { mountpoint: mountpoint.to_owned(), source }),
     }
+}
+
+/// As root: mounts, then serves from a private mount namespace (see `isolate.rs`).
+fn serve_isolated(
+    config: &UnionConfig,
+    mountpoint: &Path,
+    slot: &std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
+) -> Result<(fuser::Session<fs::StrataFs>, WriteForms)> {
+    let mount_err = |source| Error::Mount { mountpoint: mountpoint.to_owned(), source };
+    // Checked before anything is mounted: a bad layer must not leave a mount behind.
+    drop(config.build()?);
+    let read_only = config.read_only || config.upper.is_none();
+    let isolated = isolate::mount_then_isolate(config, mountpoint, read_only).map_err(mount_err)?;
+    raise_readahead(mountpoint);
+    let (fs, forms, _) = match config.build() {
+        Ok(built) => built,
+        Err(e) => {
+            isolated.abandon(mountpoint);
+            return Err(e);
+        }
+    };
+    let fuse_config = config.fuse_config(read_only);
+    let fs = fs.with_notifier(slot.clone());
+    let session = fuser::Session::from_fd(fs, isolated.dev, fuse_config.acl, fuse_config.clone()).map_err(mount_err)?;
+    let _ = slot.set(session.notifier());
+    Ok((session, forms))
 }
 
 fn is_connection_gone(errno: i32) -> bool {

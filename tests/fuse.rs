@@ -786,7 +786,7 @@ fn lower_free_after_union_umount(bin: &Path, s: &Stack, lower: &Path) -> bool {
     let out = Command::new(bin).args(["-o", &opts]).arg(s.mnt()).output().expect("run strata-fuse");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fs::read(s.mnt().join("a")).expect("read"), b"x");
-    rustix::mount::unmount(&s.mnt(), rustix::mount::UnmountFlags::empty()).expect("umount the union");
+    rustix::mount::unmount(s.mnt(), rustix::mount::UnmountFlags::empty()).expect("umount the union");
     let free = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::empty()).is_ok();
     if !free {
         // The daemon exits a moment later; clean up for the next round.

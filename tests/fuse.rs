@@ -786,6 +786,16 @@ fn lower_free_after_union_umount(bin: &Path, s: &Stack, lower: &Path) -> bool {
     let out = Command::new(bin).args(["-o", &opts]).arg(s.mnt()).output().expect("run strata-fuse");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(fs::read(s.mnt().join("a")).expect("read"), b"x");
+    // The daemon raised the mount's readahead (daemon reads come in readahead-sized requests).
+    let info = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    let device = info
+        .lines()
+        .map(|l| l.split(' ').collect::<Vec<_>>())
+        .find(|f| f.len() > 4 && Path::new(f[4]) == s.mnt())
+        .map(|f| f[2].to_owned())
+        .expect("the union in mountinfo");
+    let knob = fs::read_to_string(format!("/sys/class/bdi/{device}/read_ahead_kb")).expect("read_ahead_kb");
+    assert_eq!(knob.trim(), "1024", "readahead of the union");
     rustix::mount::unmount(s.mnt(), rustix::mount::UnmountFlags::empty()).expect("umount the union");
     let free = rustix::mount::unmount(lower, rustix::mount::UnmountFlags::empty()).is_ok();
     if !free {

@@ -22,6 +22,8 @@ pub(crate) struct Isolated {
     pub dev: OwnedFd,
     /// The caller's namespace, to go back to if serving cannot start.
     host: Option<OwnedFd>,
+    /// The mount's readahead knob in sysfs, found before leaving the namespace.
+    pub readahead_knob: Option<PathBuf>,
 }
 
 impl Isolated {
@@ -50,19 +52,21 @@ pub(crate) fn mount_then_isolate(config: &UnionConfig, mountpoint: &Path, read_o
         .chain(&config.upper)
         .chain(&config.work)
         .map(std::fs::canonicalize)
-        .chain([Ok(PathBuf::from("/proc")), Ok(PathBuf::from("/dev"))])
+        .chain(["/proc", "/dev", "/sys"].map(|p| Ok(PathBuf::from(p))))
         .collect::<io::Result<_>>()?;
     let mountpoint = std::fs::canonicalize(mountpoint)?;
     let dev = rustix::fs::open("/dev/fuse", OFlags::RDWR | OFlags::CLOEXEC, Mode::empty())?;
     mount_fuse(config, &mountpoint, read_only, &dev)?;
+    // Found through this namespace's mountinfo: before we leave it.
+    let readahead_knob = crate::readahead_knob(&mountpoint);
     let host = rustix::fs::open("/proc/self/ns/mnt", OFlags::RDONLY | OFlags::CLOEXEC, Mode::empty()).ok();
     // `unshare` is deprecated in rustix only for `CLONE_FILES` (fds that other threads
     // could no longer use); a new mount namespace changes no fd, and no thread runs yet.
     #[allow(deprecated)]
     if rustix::thread::unshare(rustix::thread::UnshareFlags::NEWNS).is_err() {
-        return Ok(Isolated { dev, host: None });
+        return Ok(Isolated { dev, host: None, readahead_knob });
     }
-    let isolated = Isolated { dev, host };
+    let isolated = Isolated { dev, host, readahead_knob };
     if let Err(e) = rustix::mount::mount_change("/", MountPropagationFlags::PRIVATE | MountPropagationFlags::REC) {
         isolated.abandon(&mountpoint);
         return Err(e.into());

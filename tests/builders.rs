@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{MountGuard, Tree, require_tools};
+use crate::util::{MountGuard, Tree, require_tools, run, unmount_all_under};
 
 const CONTAINERFILE: &str = r#"FROM scratch
 COPY busybox /bin/busybox
@@ -40,18 +40,6 @@ fn build_context(dir: &Path) -> PathBuf {
     rustix::fs::setxattr(ctx.join("noted"), "user.strata.note", b"kept", rustix::fs::XattrFlags::empty())
         .expect("user xattr on the context file");
     ctx
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
 /// Mounts the builder's layer dirs (`upper` on top, then `lowers`, colon-separated) as a
@@ -139,18 +127,6 @@ impl Storage {
         let out = run(self.cmd("podman").args(["image", "inspect", "--format", format, image]));
         let (upper, lower) = out.split_once('\n').unwrap_or((&out, ""));
         (upper.to_owned(), lower.to_owned())
-    }
-}
-
-/// Unmounts whatever a builder left mounted under `dir` (deepest first), before the
-/// temp dir goes away.
-fn unmount_all_under(dir: &Path) {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut points: Vec<&str> =
-        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| Path::new(p).starts_with(dir)).collect();
-    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-    for point in points {
-        let _ = Command::new("umount").arg("-l").arg(point).stderr(Stdio::null()).status();
     }
 }
 

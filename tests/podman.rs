@@ -6,19 +6,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::util::require_tools;
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
+use crate::util::{require_tools, run, unmount_all_under};
 
 /// podman with its storage under the test's dir and `program` as the overlay driver's
 /// mount program.
@@ -78,16 +66,7 @@ struct Cleanup(Podman);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let _ = self.0.cmd().args(["rm", "--all", "--force"]).stdout(Stdio::null()).stderr(Stdio::null()).status();
-        let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        let mut points: Vec<&str> = info
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|p| Path::new(p).starts_with(&self.0.dir))
-            .collect();
-        points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-        for point in points {
-            let _ = Command::new("umount").arg(point).stderr(Stdio::null()).status();
-        }
+        unmount_all_under(&self.0.dir);
     }
 }
 

@@ -9,6 +9,7 @@ pub mod tree;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use strata::core::{ApplyBuilder, ApplyReport, Mode};
 
@@ -141,5 +142,30 @@ impl Drop for MountGuard {
     fn drop(&mut self) {
         let _ =
             std::process::Command::new("umount").arg("-l").arg(&self.0).stderr(std::process::Stdio::null()).status();
+    }
+}
+
+/// Runs `cmd` (no stdin); panics with its output unless it succeeds; returns its trimmed stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// Unmounts whatever a tool left mounted under `dir` (deepest first), before the
+/// temp dir goes away.
+pub fn unmount_all_under(dir: &Path) {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<&str> =
+        info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|p| Path::new(p).starts_with(dir)).collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        let _ = Command::new("umount").arg("-l").arg(point).stderr(Stdio::null()).status();
     }
 }

@@ -42,24 +42,25 @@ impl IdMap {
 
     /// The id the kernel sees for an id stored in a layer.
     pub(crate) fn shown(&self, stored: u32) -> u32 {
-        if self.ranges.is_empty() {
-            return stored;
-        }
-        self.ranges
-            .iter()
-            .find(|(from, _, len)| stored >= *from && stored - from < *len)
-            .map_or(OVERFLOW_ID, |(from, to, _)| to + (stored - from))
+        self.translate(stored, |&(from, to, len)| (from, to, len))
     }
 
     /// The id stored for an id the kernel gives (a caller's, a chown's).
     pub(crate) fn stored(&self, shown: u32) -> u32 {
+        self.translate(shown, |&(from, to, len)| (to, from, len))
+    }
+
+    /// `id` through the first range that covers it, each range read by `oriented` as
+    /// (source start, destination start, length).
+    fn translate(&self, id: u32, oriented: impl Fn(&(u32, u32, u32)) -> (u32, u32, u32)) -> u32 {
         if self.ranges.is_empty() {
-            return shown;
+            return id;
         }
         self.ranges
             .iter()
-            .find(|(_, to, len)| shown >= *to && shown - to < *len)
-            .map_or(OVERFLOW_ID, |(from, to, _)| from + (shown - to))
+            .map(oriented)
+            .find(|&(source, _, len)| id >= source && id - source < len)
+            .map_or(OVERFLOW_ID, |(source, destination, _)| destination + (id - source))
     }
 }
 

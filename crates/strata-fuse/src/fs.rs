@@ -86,8 +86,9 @@ impl StrataFs {
     /// The fd to read `open` through: after a copy-up, a read-only lower fd is swapped
     /// for the upper copy.
     fn read_fd(&self, open: &OpenFile) -> io::Result<Arc<File>> {
-        let now = self.union.nodes().get(open.ino).map(|n| n.place)?;
-        Ok(self.files.read_fd(open, now, || self.union.open_real(open.ino, OFlags::RDONLY)))
+        // Per read request: the node table is consulted only while the fd is a lower one.
+        let now = || self.union.nodes().get(open.ino).map(|n| n.place);
+        self.files.read_fd(open, now, || self.union.open_real(open.ino, OFlags::RDONLY))
     }
 
     /// The fd of a handle opened for writing (`EBADF` for read-only handles).
@@ -130,10 +131,11 @@ impl StrataFs {
         let fixed = place == Place::Upper || self.options.read_only;
         let (file, place) = self.files.fd(ino, flags, place, fresh, privileged, || self.union.open_real(ino, flags))?;
         // Upper files get a read-write backing so later writers can share it; the
-        // kernel keeps its own reference, so that fd serves only the registration.
-        let read_write = || {
-            (!self.options.read_only).then(|| self.union.open_real(ino, OFlags::RDWR).ok().map(|(f, _)| f)).flatten()
-        };
+        // kernel keeps its own reference, so that fd serves only the registration (not
+        // needed when this open's fd is read-write already).
+        let needs_reopen = !self.options.read_only && (flags & OFlags::RWMODE) != OFlags::RDWR;
+        let read_write =
+            || needs_reopen.then(|| self.union.open_real(ino, OFlags::RDWR).ok().map(|(f, _)| f)).flatten();
         let io = self.files.io(ino, place, fixed, &file, register, read_write)?;
         let fh = self.files.add(ino, flags, Self::writable_flags(flags), (file, place), io.clone());
         Ok((fh, io))

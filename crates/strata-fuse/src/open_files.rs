@@ -230,7 +230,14 @@ impl OpenFiles {
     pub(crate) fn release(&self, ino: u64, fh: u64) {
         let open = lock(&self.files).remove(&fh);
         drop(open);
-        lock(&self.fds).retain(|(i, _), (weak, _)| *i != ino || weak.strong_count() > 0);
+        let mut fds = lock(&self.fds);
+        for access in [OFlags::RDONLY, OFlags::WRONLY, OFlags::RDWR] {
+            let key = (ino, access.bits());
+            if fds.get(&key).is_some_and(|(weak, _)| weak.strong_count() == 0) {
+                fds.remove(&key);
+            }
+        }
+        drop(fds);
         let mut modes = lock(&self.modes);
         let unused = match modes.get(&ino) {
             Some(Bound::Backing(weak, _)) => weak.strong_count() == 0,
@@ -243,22 +250,22 @@ impl OpenFiles {
     }
 
     /// The fd to read `open` through: once the inode is in the upper dir, a read-only
-    /// fd on its lower file is swapped for the upper copy's (`now` says where it is;
-    /// `open_upper` opens it).
+    /// fd on its lower file is swapped for the upper copy's (`now` says where the inode
+    /// is, asked only for a fd still on a lower file; `open_upper` opens the copy).
     pub(crate) fn read_fd(
         &self,
         open: &OpenFile,
-        now: Place,
+        now: impl FnOnce() -> io::Result<Place>,
         open_upper: impl FnOnce() -> io::Result<(File, Place)>,
-    ) -> Arc<File> {
+    ) -> io::Result<Arc<File>> {
         let mut real = lock(&open.real);
-        if real.1 != Place::Upper && now == Place::Upper {
+        if real.1 != Place::Upper && now()? == Place::Upper {
             // Unlinked since, the upper copy has no name to open by: keep reading the
             // fd we have rather than fail a read on an open file.
             if let Ok(swapped) = self.fd(open.ino, open.access, Place::Upper, None, true, open_upper) {
                 *real = swapped;
             }
         }
-        real.0.clone()
+        Ok(real.0.clone())
     }
 }

@@ -5,10 +5,8 @@
 //! unionmount-testsuite's `umount /lower` right after `umount /mnt` failed with
 //! "target is busy"). The FUSE mount itself is made first, in the caller's namespace.
 
-use std::ffi::OsString;
 use std::io;
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use rustix::fs::{Mode, OFlags};
@@ -77,7 +75,8 @@ pub(crate) fn mount_then_isolate(config: &UnionConfig, mountpoint: &Path, read_o
     let _ = rustix::mount::unmount(&mountpoint, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW);
     let needed =
         |point: &Path| point == Path::new("/") || keep.iter().any(|k| k.starts_with(point) || point.starts_with(k));
-    let mut points = mount_points();
+    let mut points: Vec<PathBuf> =
+        strata_core::sys::mountinfo::mounts().unwrap_or_default().into_iter().map(|m| m.point).collect();
     points.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
     for point in points.iter().filter(|p| !needed(p)) {
         let _ = rustix::mount::unmount(point, UnmountFlags::DETACH | UnmountFlags::NOFOLLOW);
@@ -111,33 +110,4 @@ fn mount_fuse(config: &UnionConfig, mountpoint: &Path, read_only: bool, dev: &Ow
     let data = std::ffi::CString::new(data).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     rustix::mount::mount(config.fsname.as_str(), mountpoint, "fuse.strata", flags, data.as_c_str())?;
     Ok(())
-}
-
-/// This namespace's mount points, from mountinfo (octal escapes decoded).
-fn mount_points() -> Vec<PathBuf> {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    info.lines().filter_map(|l| l.split(' ').nth(4)).map(|p| PathBuf::from(unescape(p))).collect()
-}
-
-fn unescape(field: &str) -> OsString {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal = bytes
-            .get(i + 1..i + 4)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .and_then(|d| u8::from_str_radix(d, 8).ok());
-        match (bytes[i], octal) {
-            (b'\\', Some(byte)) => {
-                out.push(byte);
-                i += 4;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    OsString::from_vec(out)
 }

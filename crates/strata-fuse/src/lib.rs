@@ -335,15 +335,12 @@ fn readahead_knob(mountpoint: &Path) -> Option<PathBuf> {
         .map(|(major, minor)| PathBuf::from(format!("/sys/class/bdi/{major}:{minor}/read_ahead_kb")))
 }
 
-/// The device number (major, minor) of the mount at `mountpoint`, from mountinfo.
+/// The device number (major, minor) of the mount at `mountpoint`, from mountinfo (a
+/// stat of the mount would wait for this very daemon). The last mount there wins.
 fn mount_device(mountpoint: &Path) -> Option<(u32, u32)> {
     let target = std::fs::canonicalize(mountpoint).ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let target = target.to_string_lossy().replace(' ', "\\040");
-    let fields =
-        info.lines().rev().map(|l| l.split(' ').collect::<Vec<_>>()).find(|f| f.len() > 4 && f[4] == target)?;
-    let (major, minor) = fields[2].split_once(':')?;
-    Some((major.parse().ok()?, minor.parse().ok()?))
+    let mounts = strata_core::sys::mountinfo::mounts().ok()?;
+    mounts.iter().rev().find(|m| m.point == target).map(|m| m.device)
 }
 
 /// Mounts the union at `mountpoint`, served by threads of this process.

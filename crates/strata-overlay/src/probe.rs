@@ -86,25 +86,7 @@ fn tempfile_in(dir: &Path) -> std::io::Result<std::path::PathBuf> {
 pub fn is_mount_point(target: &Path) -> bool {
     // A FUSE mount whose daemon died fails every stat (ENOTCONN): use the path as given.
     let target = std::fs::canonicalize(target).unwrap_or_else(|_| target.to_path_buf());
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
-    info.lines().filter_map(|l| l.split(' ').nth(4)).any(|m| Path::new(&unescape(m)) == target)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-fn unescape(field: &str) -> String {
-    let mut out = Vec::new();
-    let b = field.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
-            out.push((b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0'));
-            i += 4;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    strata_core::sys::mountinfo::mounts().is_ok_and(|mounts| mounts.iter().any(|m| m.point == target))
 }
 
 #[cfg(test)]
@@ -116,6 +98,5 @@ mod tests {
         assert!(kernel_at_least("6.18.44-fc", 6, 8));
         assert!(kernel_at_least("5.11.0", 5, 11));
         assert!(!kernel_at_least("5.10.200", 5, 11));
-        assert_eq!(unescape(r"/mnt/a\040b"), "/mnt/a b");
     }
 }

@@ -13,6 +13,7 @@
 //!
 //! [openat2(2)]: https://man7.org/linux/man-pages/man2/openat2.2.html
 
+pub mod mountinfo;
 mod pinned;
 mod xattr;
 

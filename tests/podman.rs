@@ -72,7 +72,10 @@ impl Drop for Cleanup {
 
 #[test]
 fn privileged_podman_runs_containers_through_strata_fuse() {
-    if !require_tools("privileged_podman_runs_containers_through_strata_fuse", &["podman", "runc", "tar"]) {
+    if !require_tools(
+        "privileged_podman_runs_containers_through_strata_fuse",
+        &["podman", "runc", "tar", "fuse-overlayfs"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -111,9 +114,7 @@ fn privileged_podman_runs_containers_through_strata_fuse() {
             .args([image, "sh", "-c", "stat -c '%u:%g %a %n' /data/base /bin/busybox /data"]))
     };
     let ours = view(Path::new(env!("CARGO_BIN_EXE_strata-fuse")));
-    if Path::new("/usr/bin/fuse-overlayfs").exists() {
-        assert_eq!(ours, view(Path::new("/usr/bin/fuse-overlayfs")), "strata-fuse vs fuse-overlayfs under --uidmap");
-    }
+    assert_eq!(ours, view(Path::new("/usr/bin/fuse-overlayfs")), "strata-fuse vs fuse-overlayfs under --uidmap");
     assert!(ours.contains("/data/base"), "{ours}");
     assert_eq!(std::fs::metadata(upper.join("data/new")).expect("upper").uid(), 0, "stored ids unchanged");
 }

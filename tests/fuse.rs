@@ -823,3 +823,102 @@ fn privileged_fuse_daemon_lets_go_of_the_layers_when_the_union_is_unmounted() {
         .count();
     assert_eq!(busy, 0, "the lower filesystem was busy after {busy} of 30 union unmounts");
 }
+
+#[test]
+fn privileged_fuse_redirect_dir_moves_lower_dirs_as_kernel_overlayfs_reads_them() {
+    if !require_fuse("privileged_fuse_redirect_dir_moves_lower_dirs_as_kernel_overlayfs_reads_them") {
+        return;
+    }
+    use crate::util::tree::Tree;
+    let s = Stack::new(2);
+    for (layer, path, body) in [
+        (1, "a/b/file1", "one"),
+        (1, "a/b/sub/deep", "deep"),
+        (1, "a/b/gone", "gone"),
+        (0, "a/b/file0", "zero"),
+        (0, "a/other", "other"),
+        (0, "z/keep", "keep"),
+    ] {
+        let p = s.lowers[layer].join(path);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, body).expect("write");
+    }
+    let mut config = s.config(true);
+    // The default follows redirects but does not write them: EXDEV, as overlayfs.
+    let m = mount(&config, &s.mnt()).expect("mount");
+    let e = fs::rename(s.mnt().join("a/b"), s.mnt().join("c")).expect_err("no redirect_dir=on");
+    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::XDEV.raw_os_error()));
+    m.unmount().expect("unmount");
+
+    config.redirect_dir = strata::fuse::RedirectDir::On;
+    let guard = MountGuard(s.mnt());
+    let m = mount(&config, &s.mnt()).expect("mount with redirect_dir=on");
+    let mnt = s.mnt();
+    let ino = fs::metadata(mnt.join("a/b")).expect("stat").ino();
+    fs::rename(mnt.join("a/b"), mnt.join("c")).expect("move a merged dir to another parent");
+    assert_eq!(fs::metadata(mnt.join("c")).expect("stat").ino(), ino, "the moved dir keeps its inode number");
+    assert!(!mnt.join("a/b").exists());
+    assert_eq!(fs::read_to_string(mnt.join("c/sub/deep")).expect("lower content below the move"), "deep");
+    // Changes inside the moved dir, a nested move, a second move of the same dir, and a
+    // new dir where the old one was (it must not show the old contents).
+    fs::remove_file(mnt.join("c/gone")).expect("rm a lower file below the move");
+    fs::write(mnt.join("c/file1"), "changed").expect("copy-up below the move");
+    fs::rename(mnt.join("c/sub"), mnt.join("c/sub2")).expect("nested move");
+    fs::create_dir(mnt.join("z/into")).expect("mkdir");
+    fs::rename(mnt.join("c"), mnt.join("z/into/d")).expect("move the moved dir again");
+    fs::create_dir(mnt.join("a/b")).expect("mkdir at the old name");
+    fs::rename(mnt.join("a"), mnt.join("a2")).expect("move a parent of a whiteout");
+    let view = Tree::of(&mnt);
+    let mut names: Vec<&str> = view.paths();
+    names.retain(|p| !p.is_empty());
+    assert_eq!(
+        names,
+        [
+            "a2",
+            "a2/b",
+            "a2/other",
+            "z",
+            "z/into",
+            "z/into/d",
+            "z/into/d/file0",
+            "z/into/d/file1",
+            "z/into/d/sub2",
+            "z/into/d/sub2/deep",
+            "z/keep"
+        ]
+    );
+    assert_eq!(fs::read_to_string(mnt.join("z/into/d/file1")).expect("read"), "changed");
+    m.unmount().expect("unmount");
+    drop(guard);
+
+    // The upper dir as written reads the same after a remount (default: follow) and
+    // through the kernel's overlayfs with redirect_dir=on.
+    let (m, _g) = s.mount(true);
+    let again = Tree::of(&s.mnt());
+    m.unmount().expect("unmount");
+    assert!(view.diff(&again).is_empty(), "remounted:\n{}", view.diff(&again).join("\n"));
+    let kmnt = s.dir.path().join("kmnt");
+    fs::create_dir(&kmnt).expect("mkdir");
+    let _kg = MountGuard(kmnt.clone());
+    let opts = format!(
+        "redirect_dir=on,lowerdir={}:{},upperdir={},workdir={}",
+        s.lowers[0].display(),
+        s.lowers[1].display(),
+        s.upper().display(),
+        s.dir.path().join("work").display()
+    );
+    let status = Command::new("mount").args(["-t", "overlay", "overlay", "-o", &opts]).arg(&kmnt).status();
+    assert!(status.expect("mount").success(), "kernel overlayfs mounts the upper dir");
+    let kernel = Tree::of(&kmnt);
+    assert!(view.diff(&kernel).is_empty(), "kernel view:\n{}", view.diff(&kernel).join("\n"));
+}
+
+#[test]
+fn redirect_dir_on_is_refused_with_the_user_namespace() {
+    let s = Stack::new(1);
+    let mut config = s.config(false);
+    config.xattrs = strata::fuse::XattrNamespace::User;
+    config.redirect_dir = strata::fuse::RedirectDir::On;
+    let e = mount(&config, &s.mnt()).expect_err("forgeable redirects");
+    assert!(e.to_string().contains("redirect_dir=on"), "{e}");
+}

@@ -28,12 +28,17 @@ Options (-o, comma-separated; `\\,` and `\\:` escape inside paths):
   userxattr          opaque markers in user.overlay.* (default when not root)
   whiteouts=aufs     write whiteouts as .wh.NAME files (default: char 0/0 devices,
                      falling back to .wh. files where the upper fs cannot make them)
+  redirect_dir=on    let directories with lower contents be renamed, as overlayfs's
+                     redirect_dir=on (writes *.overlay.redirect; default: follow
+                     existing redirects, rename gives EXDEV and mv copies;
+                     =off is the default, =nofollow ignores them; userxattr
+                     implies nofollow)
   uidmapping=ID:MAPPED:LEN[:ID:MAPPED:LEN...]
   gidmapping=...     show ids stored in the layers as other ids (fuse-overlayfs's
                      form; podman passes them for --uidmap and rootless runs)
   ro, allow_other, dev, nodev, suid, nosuid, exec, noexec, noatime, fsname=NAME
   Accepted for compatibility, no effect: rw, fsync=0|1, volatile, noacl,
-  redirect_dir=off, index=off, metacopy=off, xino=off|auto, static_nlink,
+  index=off, metacopy=off, xino=off|auto, static_nlink,
   allow_root, auto_unmount
 
 Passthrough serves the data of upper files (and of every file of a read-only mount)

@@ -6,7 +6,6 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
@@ -15,6 +14,7 @@ use strata_core::ovl::is_overlay_xattr;
 use strata_core::sys;
 
 use crate::layers::Place;
+use crate::located::Located;
 use crate::union::Union;
 
 impl Union {
@@ -60,8 +60,8 @@ impl Union {
         };
         self.layers.upper_root()?;
         self.ensure_upper(parent)?;
-        let (ppath, name) = self.nodes().locate(ino)?;
-        let opened = copy_up(self, node.place, &ppath, &name, ino, with_data, open)?;
+        let (parent_at, name) = self.nodes().locate(ino)?;
+        let opened = copy_up(self, node.place, &parent_at, &name, ino, with_data, open)?;
         if node.kind != FileType::Directory && node.links.len() > 1 {
             link_other_names(self, ino)?;
         }
@@ -84,20 +84,20 @@ impl Union {
 fn copy_up(
     union: &Union,
     from: Place,
-    ppath: &Path,
+    parent: &Located,
     name: &OsStr,
     ino: u64,
     with_data: bool,
     open: Option<OFlags>,
 ) -> io::Result<Option<File>> {
     let layers = &union.layers;
-    let src_dir = layers.dir(from, ppath)?;
-    let dst_dir = layers.dir(Place::Upper, ppath)?;
+    let src_dir = layers.dir(from, parent.path_in(from))?;
+    let dst_dir = layers.dir(Place::Upper, &parent.path)?;
     let work = layers.work()?;
     let st = rustix::fs::statat(&src_dir, name, AtFlags::SYMLINK_NOFOLLOW)?;
     let tmp = union.tmp_name();
     // Copy-up is no change of the parent dir: keep its times, as overlayfs does.
-    let parent = rustix::fs::fstat(&dst_dir)?;
+    let parent_st = rustix::fs::fstat(&dst_dir)?;
     let opened = stage(union, src_dir.as_fd(), name, &st, work, &tmp, ino, with_data).and_then(|()| {
         let opened = match open {
             Some(flags) if FileType::from_raw_mode(st.st_mode) == FileType::RegularFile => {
@@ -115,7 +115,7 @@ fn copy_up(
         return opened;
     }
     // The copy is in place and complete: keeping the parent's times is best effort.
-    let (atime, mtime) = sys::stat_times(&parent);
+    let (atime, mtime) = sys::stat_times(&parent_st);
     let _ = sys::set_times_nofollow(dst_dir.as_fd(), OsStr::new("."), atime, mtime);
     opened
 }

@@ -2,9 +2,10 @@
 //!
 //! A userspace union mount of strata layer directories on FUSE (the `fuser` crate),
 //! for hosts without kernel overlayfs or without the privilege to use it. It behaves as
-//! kernel overlayfs with `redirect_dir=off, index=off` and writes the same upper-dir
-//! format, so an upper dir written here mounts with the kernel's overlayfs and diffs into
-//! a layer:
+//! kernel overlayfs with `index=off` and `redirect_dir` as configured ([`RedirectDir`]:
+//! by default redirects are followed, not written) and writes the same upper-dir format,
+//! so an upper dir written here mounts with the kernel's overlayfs and diffs into a
+//! layer:
 //!
 //! - lookups go down the lower layers (top-most first); whiteouts and opaque dirs are
 //!   read in every form (char 0/0 devices, `.wh.` files, `trusted|user.overlay.opaque`,
@@ -54,6 +55,7 @@ mod fusermount;
 mod idmap;
 mod isolate;
 mod layers;
+mod located;
 mod mutate;
 mod nodes;
 mod open_files;
@@ -86,6 +88,24 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// definition in strata-core, shared with the apply engine, the store and the mounts.
 pub use strata_core::ovl::XattrNamespace;
 
+/// overlayfs's `redirect_dir`: whether a directory with lower contents can be renamed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedirectDir {
+    /// Renames write `*.overlay.redirect` on the moved dir (its lower contents stay
+    /// where they were) and redirects are followed. An upper dir with redirects mounts
+    /// with kernel overlayfs only with `redirect_dir=on|follow`, and tools that diff an
+    /// upper dir must read them (strata's do).
+    On,
+    /// Redirects already in the layers are followed; renaming a directory with lower
+    /// contents fails with `EXDEV` (`mv` then copies it). The default, as overlayfs's
+    /// `redirect_dir=off` with `redirect_always_follow`.
+    Follow,
+    /// Redirects are ignored and never written; the only choice with the `user`
+    /// namespace, where anyone who owns a lower dir could forge one (overlayfs's
+    /// `userxattr` implies it too).
+    NoFollow,
+}
+
 /// What to mount.
 #[derive(Debug, Clone)]
 pub struct UnionConfig {
@@ -115,6 +135,9 @@ pub struct UnionConfig {
     /// `uidmapping=`/`gidmapping=`); empty: shown as stored.
     pub uid_map: IdMap,
     pub gid_map: IdMap,
+    /// Directory renames (`redirect_dir=on|follow|off|nofollow`); with the `user`
+    /// namespace always [`RedirectDir::NoFollow`].
+    pub redirect_dir: RedirectDir,
 }
 
 impl UnionConfig {
@@ -139,6 +162,7 @@ impl UnionConfig {
             aufs_whiteouts: false,
             uid_map: IdMap::default(),
             gid_map: IdMap::default(),
+            redirect_dir: RedirectDir::Follow,
         }
     }
 
@@ -162,6 +186,13 @@ impl UnionConfig {
             if work.starts_with(upper) || upper.starts_with(work) {
                 return Err(Error::Config("workdir and upperdir must not contain each other".into()));
             }
+        }
+        if self.xattrs == XattrNamespace::User && self.redirect_dir == RedirectDir::On {
+            return Err(Error::Config(
+                "redirect_dir=on needs the trusted namespace: with userxattr anyone who owns a lower dir could forge \
+                 a redirect"
+                    .into(),
+            ));
         }
         Ok(())
     }
@@ -202,7 +233,11 @@ impl UnionConfig {
         }
         let forms = layers.forms;
         let read_only = self.read_only || !layers.has_upper();
-        let union = union::Union::new(layers).map_err(Error::Layers)?;
+        let redirects = match self.xattrs {
+            XattrNamespace::Trusted => self.redirect_dir,
+            XattrNamespace::User => RedirectDir::NoFollow,
+        };
+        let union = union::Union::new(layers, redirects).map_err(Error::Layers)?;
         let options = fs::FsOptions {
             read_only,
             passthrough: self.passthrough,

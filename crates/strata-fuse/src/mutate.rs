@@ -1,6 +1,6 @@
 //! Changes to the union, written to the upper dir in overlayfs's own form (whiteouts,
 //! opaque dirs) so it stays valid for kernel overlayfs and for layer diffs. Each rule
-//! follows what `fs/overlayfs/dir.c` does with `redirect_dir=off`.
+//! follows what `fs/overlayfs/dir.c` does (with `redirect_dir=on` when configured).
 
 use std::ffi::OsStr;
 use std::fs::File;
@@ -11,10 +11,12 @@ use std::path::Path;
 
 use rustix::fs::{AtFlags, FileType, Gid, Mode, OFlags, RenameFlags, Timestamps, Uid, XattrFlags};
 use rustix::io::Errno;
-use strata_core::ovl::{is_overlay_xattr, whiteout};
+use strata_core::ovl::{is_overlay_xattr, redirect, whiteout};
 use strata_core::sys;
 
+use crate::RedirectDir;
 use crate::layers::{self, Layers, Place};
+use crate::located::Located;
 use crate::nodes::Node;
 use crate::union::{Found, Union};
 
@@ -73,11 +75,11 @@ impl Union {
         if let NewEntry::Link { ino } = what {
             self.ensure_upper(ino)?;
         }
-        let (pnode, ppath) = self.node_at(parent)?;
-        if self.resolve(&pnode, &ppath, name)?.is_some() {
+        let (pnode, at) = self.node_at(parent)?;
+        if self.resolve(&pnode, &at, name)?.is_some() {
             return Err(Errno::EXIST.into());
         }
-        let updir = self.layers.dir(Place::Upper, &ppath)?;
+        let updir = self.layers.dir(Place::Upper, &at.path)?;
         let pstat = rustix::fs::statat(&updir, ".", AtFlags::empty())?;
         let gid = if pstat.st_mode & S_ISGID != 0 { pstat.st_gid } else { caller.gid };
         let chardev_whiteout = match rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW) {
@@ -123,8 +125,7 @@ impl Union {
         } else {
             // A new entry: only in the upper dir, no origin; no need to walk the layers.
             let st = rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW)?;
-            let node =
-                Node { kind: layers::kind_of(&st), place: Place::Upper, lowers: vec![], links: vec![], nlookup: 0 };
+            let node = Node::fresh(layers::kind_of(&st), Place::Upper);
             let ino = self.mix(st.st_dev, st.st_ino);
             // The inode number may be a removed directory's, whose listing is cached.
             self.listing_changed(ino);
@@ -200,8 +201,8 @@ impl Union {
         let _tree = self.write_tree();
         self.listing_changed(parent);
         let _forget = dir.then(|| ForgetDirs(&self.layers));
-        let (pnode, ppath) = self.node_at(parent)?;
-        let (child, _, _) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
+        let (pnode, at) = self.node_at(parent)?;
+        let (child, _, _) = self.resolve(&pnode, &at, name)?.ok_or(Errno::NOENT)?;
         let child_is_dir = child.kind == FileType::Directory;
         if dir && !child_is_dir {
             return Err(Errno::NOTDIR.into());
@@ -209,13 +210,13 @@ impl Union {
         if !dir && child_is_dir {
             return Err(Errno::ISDIR.into());
         }
-        if dir && !self.list_node(&child, &ppath.join(name))?.is_empty() {
+        if dir && !self.list_node(&child, &at.child(name, &child.redirects))?.is_empty() {
             return Err(Errno::NOTEMPTY.into());
         }
         self.ensure_upper(parent)?;
-        let (pnode, ppath) = self.node_at(parent)?;
-        let updir = self.layers.dir(Place::Upper, &ppath)?;
-        let needs_whiteout = self.lower_positive(&pnode, &ppath, name)?;
+        let (pnode, at) = self.node_at(parent)?;
+        let updir = self.layers.dir(Place::Upper, &at.path)?;
+        let needs_whiteout = self.lower_positive(&pnode, &at, name)?;
         if child.place == Place::Upper {
             if needs_whiteout {
                 self.replace_with_whiteout(updir.as_fd(), name, child_is_dir)?;
@@ -318,7 +319,7 @@ impl Union {
         }
         let src_is_dir = src.kind == FileType::Directory;
         // The order of checks is the kernel's: the VFS's type checks, then overlayfs's
-        // EXDEV for dirs with lower parts (no redirect_dir), then emptiness.
+        // EXDEV for dirs with lower parts (without redirect_dir=on), then emptiness.
         if let Some((d, d_st, _)) = &dst {
             let dst_is_dir = d.kind == FileType::Directory;
             if !exchange {
@@ -333,9 +334,15 @@ impl Union {
                 }
             }
         }
-        if src_is_dir && src.has_lower() {
-            return Err(Errno::XDEV.into());
-        }
+        // A dir with lower contents moves with a redirect to where they stay.
+        let redirect_to = if src_is_dir && src.has_lower() {
+            if exchange || self.redirects != RedirectDir::On {
+                return Err(Errno::XDEV.into());
+            }
+            Some(pp1.child(n1, &src.redirects).path_in(Place::Lower(0)).to_path_buf())
+        } else {
+            None
+        };
         if let Some((d, _, _)) = &dst {
             let dst_is_dir = d.kind == FileType::Directory;
             if exchange && dst_is_dir && d.has_lower() {
@@ -343,7 +350,8 @@ impl Union {
             }
             // A pure upper dir's emptiness is the upper fs's to check, after the opaque
             // marking below, as overlayfs does.
-            if !exchange && dst_is_dir && d.has_lower() && !self.list_node(d, &pp2.join(n2))?.is_empty() {
+            if !exchange && dst_is_dir && d.has_lower() && !self.list_node(d, &pp2.child(n2, &d.redirects))?.is_empty()
+            {
                 return Err(Errno::NOTEMPTY.into());
             }
         }
@@ -360,9 +368,14 @@ impl Union {
         };
         let (pn1, pp1) = self.node_at(p1)?;
         let (pn2, pp2) = self.node_at(p2)?;
-        let up1 = self.layers.dir(Place::Upper, &pp1)?;
-        let up2 = self.layers.dir(Place::Upper, &pp2)?;
-        if src_is_dir && pn2.is_merged_dir() && !self.layers.is_opaque(up1.as_fd(), n1)? {
+        let up1 = self.layers.dir(Place::Upper, &pp1.path)?;
+        let up2 = self.layers.dir(Place::Upper, &pp2.path)?;
+        if let Some(target) = &redirect_to {
+            // Written before the move: a crash between the two leaves a dir that
+            // redirects to where it is, which reads the same.
+            redirect::write(up1.as_fd(), n1, self.layers.xattrs, target)
+                .map_err(|e| if whiteout::xattr_unsupported(&e) { io::Error::from(Errno::XDEV) } else { e })?;
+        } else if src_is_dir && pn2.is_merged_dir() && !self.layers.is_opaque(up1.as_fd(), n1)? {
             self.layers.make_opaque(up1.as_fd(), n1)?;
         }
         if exchange {
@@ -381,7 +394,12 @@ impl Union {
             return Ok(());
         }
         self.move_entry(&pn1, &pp1, up1.as_fd(), n1, up2.as_fd(), n2, src_is_dir, dst.as_ref().map(|d| &d.0))?;
-        self.nodes().rename(p1, &n1.to_owned(), p2, &n2.to_owned());
+        let mut nodes = self.nodes();
+        nodes.rename(p1, &n1.to_owned(), p2, &n2.to_owned());
+        if let (Some(target), Ok(node)) = (redirect_to, nodes.get_mut(src_ino)) {
+            node.redirects.retain(|(from, _)| *from != 0);
+            node.redirects.insert(0, (0, target));
+        }
         Ok(())
     }
 
@@ -391,7 +409,7 @@ impl Union {
     fn move_entry(
         &self,
         pn1: &Node,
-        pp1: &Path,
+        pp1: &Located,
         up1: BorrowedFd<'_>,
         n1: &OsStr,
         up2: BorrowedFd<'_>,

@@ -10,6 +10,7 @@ use rustix::fs::FileType;
 use rustix::io::Errno;
 
 use crate::layers::{LayerIx, Place};
+use crate::located::{Located, Redirect};
 
 /// The FUSE root node.
 pub(crate) const ROOT: u64 = 1;
@@ -26,9 +27,17 @@ pub(crate) struct Node {
     /// file. Several only for hard links; empty once unlinked (open handles still work).
     pub links: Vec<(u64, OsString)>,
     pub nlookup: u64,
+    /// Directories: where lower layers keep it instead of its union path (ascending by
+    /// layer; empty unless it or a lower copy was renamed with `redirect_dir`).
+    pub redirects: Vec<Redirect>,
 }
 
 impl Node {
+    /// A node the kernel holds no reference to yet, with one real copy at `place`.
+    pub(crate) fn fresh(kind: FileType, place: Place) -> Node {
+        Node { kind, place, lowers: Vec::new(), links: Vec::new(), nlookup: 0, redirects: Vec::new() }
+    }
+
     /// Every layer this entry has a real copy in, top-most first.
     pub(crate) fn places(&self) -> impl Iterator<Item = Place> + '_ {
         std::iter::once(self.place).chain(self.lowers.iter().map(|&i| Place::Lower(i)))
@@ -71,6 +80,7 @@ impl Nodes {
         node.kind = fresh.kind;
         node.place = fresh.place;
         node.lowers = fresh.lowers;
+        node.redirects = fresh.redirects;
         if !node.links.iter().any(|(p, n)| *p == parent && n == name) {
             node.links.insert(0, (parent, name.clone()));
         }
@@ -144,25 +154,35 @@ impl Nodes {
 
     /// Union-relative path of `ino` ("" for the root).
     pub(crate) fn path(&self, ino: u64) -> io::Result<PathBuf> {
-        let mut parts = Vec::new();
+        Ok(self.located(ino)?.path)
+    }
+
+    /// Where `ino`'s copies are in each layer.
+    pub(crate) fn located(&self, ino: u64) -> io::Result<Located> {
+        let mut chain = Vec::new();
+        let mut redirected = false;
         let mut at = ino;
         while at != ROOT {
             let node = self.get(at)?;
             let (parent, name) = node.links.first().ok_or(Errno::NOENT)?;
-            parts.push(name.clone());
+            redirected |= !node.redirects.is_empty();
+            chain.push((name.as_os_str(), node.redirects.as_slice()));
             at = *parent;
-            if parts.len() > 4096 {
+            if chain.len() > 4096 {
                 return Err(Errno::LOOP.into());
             }
         }
-        Ok(parts.iter().rev().collect())
+        if !redirected {
+            return Ok(Located::plain(chain.iter().rev().map(|(name, _)| *name).collect()));
+        }
+        Ok(chain.iter().rev().fold(Located::root(), |at, (name, redirects)| at.child(name, redirects)))
     }
 
-    /// (path of the parent directory, name) of `ino`.
-    pub(crate) fn locate(&self, ino: u64) -> io::Result<(PathBuf, OsString)> {
+    /// (where the parent directory is, name) of `ino`.
+    pub(crate) fn locate(&self, ino: u64) -> io::Result<(Located, OsString)> {
         let node = self.get(ino)?;
         let (parent, name) = node.links.first().ok_or(Errno::NOENT)?;
-        Ok((self.path(*parent)?, name.clone()))
+        Ok((self.located(*parent)?, name.clone()))
     }
 }
 
@@ -171,11 +191,11 @@ mod tests {
     use super::*;
 
     fn dir() -> Node {
-        Node { kind: FileType::Directory, place: Place::Upper, lowers: vec![], links: vec![], nlookup: 0 }
+        Node::fresh(FileType::Directory, Place::Upper)
     }
 
     fn file() -> Node {
-        Node { kind: FileType::RegularFile, place: Place::Lower(0), lowers: vec![], links: vec![], nlookup: 0 }
+        Node::fresh(FileType::RegularFile, Place::Lower(0))
     }
 
     fn name(s: &str) -> OsString {

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Error, IdMap, Result, UnionConfig, XattrNamespace};
+use crate::{Error, IdMap, RedirectDir, Result, UnionConfig, XattrNamespace};
 
 /// Options fuse-overlayfs callers pass that change nothing here (said why beside each).
 const ACCEPTED_AND_IGNORED: &[&str] = &[
@@ -11,7 +11,6 @@ const ACCEPTED_AND_IGNORED: &[&str] = &[
     "fsync=1",             // copy-up already fsyncs
     "fsync=0",             // a hint; copy-up stays durable
     "noacl",               // no POSIX ACL handling either way
-    "redirect_dir=off",    // what strata-fuse does
     "index=off",           // what strata-fuse does
     "metacopy=off",        // what strata-fuse does
     "xino=off",            // inode numbers are ours
@@ -45,6 +44,10 @@ pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
             ("userxattr", None) => config.xattrs = XattrNamespace::User,
             ("whiteouts", Some("aufs")) => config.aufs_whiteouts = true,
             ("whiteouts", Some("overlay")) => config.aufs_whiteouts = false,
+            ("redirect_dir", Some("on")) => config.redirect_dir = RedirectDir::On,
+            // overlayfs's `off` still follows (its default `redirect_always_follow=Y`).
+            ("redirect_dir", Some("follow" | "off")) => config.redirect_dir = RedirectDir::Follow,
+            ("redirect_dir", Some("nofollow")) => config.redirect_dir = RedirectDir::NoFollow,
             ("ro", None) => config.read_only = true,
             ("allow_other", None) => config.allow_other = true,
             ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "noatime", None) => {

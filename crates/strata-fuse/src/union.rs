@@ -15,9 +15,11 @@ use rustix::fs::{AtFlags, Dir, FileType, Mode, OFlags, Stat};
 use rustix::io::Errno;
 use strata_core::sys;
 
+use crate::RedirectDir;
 use crate::layers::{self, LayerDir, LayerIx, Layers, Place, Probe};
+use crate::located::Located;
 use crate::nodes::{Node, Nodes, ROOT};
-use strata_core::ovl::{is_overlay_xattr, whiteout};
+use strata_core::ovl::{is_overlay_xattr, redirect, whiteout};
 
 /// The xattr (after the overlay prefix) in which a copied-up entry keeps the inode
 /// number it had in its lower layer, so `st_ino` survives copy-up and remounts.
@@ -67,24 +69,20 @@ pub(crate) struct Union {
     /// This process's umask, which the kernel already applied to modes it sends us.
     pub(crate) umask: u32,
     pub(crate) origin_key: String,
+    /// Whether directory renames follow and write `*.overlay.redirect`.
+    pub(crate) redirects: RedirectDir,
     /// Tells the kernel to drop cached attributes it cannot know changed (a dir copied
     /// up becomes a merged dir: nlink 1). Set once the session exists.
     pub(crate) notifier: std::sync::Arc<std::sync::OnceLock<fuser::Notifier>>,
 }
 
 impl Union {
-    pub(crate) fn new(layers: Layers) -> io::Result<Union> {
+    pub(crate) fn new(layers: Layers, redirects: RedirectDir) -> io::Result<Union> {
         let n = LayerIx::try_from(layers.lower_count()).map_err(|_| Errno::INVAL)?;
         let root = if layers.has_upper() {
-            Node { kind: FileType::Directory, place: Place::Upper, lowers: (0..n).collect(), links: vec![], nlookup: 1 }
+            Node { lowers: (0..n).collect(), nlookup: 1, ..Node::fresh(FileType::Directory, Place::Upper) }
         } else if n > 0 {
-            Node {
-                kind: FileType::Directory,
-                place: Place::Lower(0),
-                lowers: (1..n).collect(),
-                links: vec![],
-                nlookup: 1,
-            }
+            Node { lowers: (1..n).collect(), nlookup: 1, ..Node::fresh(FileType::Directory, Place::Lower(0)) }
         } else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "a union needs at least one layer"));
         };
@@ -105,6 +103,7 @@ impl Union {
             tmp_counter: AtomicU64::new(0),
             umask: process_umask(),
             origin_key,
+            redirects,
             notifier: std::sync::Arc::default(),
         })
     }
@@ -127,25 +126,25 @@ impl Union {
         OsString::from(format!("#strata-{}-{n}", std::process::id()))
     }
 
-    /// (node, parent path, name) of `ino`, cloned out of the table.
-    pub(crate) fn node_at(&self, ino: u64) -> io::Result<(Node, PathBuf)> {
+    /// `ino`'s node, cloned out of the table, and where its copies are.
+    pub(crate) fn node_at(&self, ino: u64) -> io::Result<(Node, Located)> {
         let nodes = self.nodes();
-        Ok((nodes.get(ino)?.clone(), nodes.path(ino)?))
+        Ok((nodes.get(ino)?.clone(), nodes.located(ino)?))
     }
 
     /// The layer directory holding `ino`'s real copy, and its name there.
     pub(crate) fn real(&self, ino: u64) -> io::Result<(Node, Arc<LayerDir>, OsString)> {
-        let (node, parent_path, name) = {
+        let (node, parent, name) = {
             let nodes = self.nodes();
             let node = nodes.get(ino)?.clone();
             if ino == ROOT {
-                (node, PathBuf::new(), OsString::from("."))
+                (node, Located::root(), OsString::from("."))
             } else {
                 let (p, n) = nodes.locate(ino)?;
                 (node, p, n)
             }
         };
-        let dir = self.layers.dir(node.place, &parent_path)?;
+        let dir = self.layers.dir(node.place, parent.path_in(node.place))?;
         Ok((node, dir, name))
     }
 
@@ -164,20 +163,21 @@ impl Union {
     }
 
     pub(crate) fn lookup_locked(&self, parent: u64, name: &OsStr) -> io::Result<Found> {
-        let (pnode, ppath) = self.node_at(parent)?;
-        let (node, st, dir) = self.resolve(&pnode, &ppath, name)?.ok_or(Errno::NOENT)?;
+        let (pnode, at) = self.node_at(parent)?;
+        let (node, st, dir) = self.resolve(&pnode, &at, name)?.ok_or(Errno::NOENT)?;
         let ino = self.ino_of(node.place, dir.as_fd(), name, &st);
         let node = self.nodes().remember(ino, parent, &name.to_owned(), node).clone();
         Ok(Found { ino, st, node })
     }
 
-    /// Resolves `name` in the directory `pnode` (at `ppath`) through its layers, as
+    /// Resolves `name` in the directory `pnode` (at `at`) through its layers, as
     /// overlayfs does: the top-most entry wins; a whiteout ends the search; directories
-    /// merge downwards until an opaque one or a non-directory.
+    /// merge downwards until an opaque one or a non-directory, and a redirected one
+    /// continues at its redirect's path.
     pub(crate) fn resolve(
         &self,
         pnode: &Node,
-        ppath: &Path,
+        at: &Located,
         name: &OsStr,
     ) -> io::Result<Option<(Node, Stat, Arc<LayerDir>)>> {
         if pnode.kind != FileType::Directory {
@@ -187,50 +187,76 @@ impl Union {
             return Ok(None);
         }
         let mut found: Option<(Node, Stat, Arc<LayerDir>)> = None;
-        for place in pnode.places() {
-            let dir = match self.layers.dir(place, ppath) {
+        // Once a layer's copy redirects, the layers below hold the dir at that path.
+        let mut redirected: Option<PathBuf> = None;
+        let lower_count = LayerIx::try_from(self.layers.lower_count()).map_err(|_| Errno::INVAL)?;
+        let mut places: Vec<Place> = pnode.places().collect();
+        let mut next = 0;
+        while let Some(&place) = places.get(next) {
+            next += 1;
+            let below = match place {
+                Place::Upper => 0,
+                Place::Lower(i) => i + 1,
+            };
+            let (dir_path, entry) = match &redirected {
+                Some(target) => (target.parent().unwrap_or(Path::new("")), target.file_name().unwrap_or(name)),
+                None => (at.path_in(place), name),
+            };
+            let dir = match self.layers.dir(place, dir_path) {
                 Ok(d) => d,
                 Err(e) if matches!(e.raw_os_error(), Some(c) if c == Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),
             };
-            match Layers::probe(&dir, name)? {
+            let st = match Layers::probe(&dir, entry)? {
                 Probe::Absent => continue,
                 Probe::Whiteout => break,
-                Probe::Found(st) => {
-                    let is_dir = layers::kind_of(&st) == FileType::Directory;
-                    match &mut found {
-                        None => {
-                            let opaque = is_dir && self.layers.is_opaque(dir.as_fd(), name)?;
-                            let node =
-                                Node { kind: layers::kind_of(&st), place, lowers: vec![], links: vec![], nlookup: 0 };
-                            found = Some((node, st, dir));
-                            if !is_dir || opaque {
-                                break;
-                            }
-                        }
-                        Some((node, _, _)) => {
-                            if !is_dir {
-                                break;
-                            }
-                            if let Place::Lower(i) = place {
-                                node.lowers.push(i);
-                            }
-                            if self.layers.is_opaque(dir.as_fd(), name)? {
-                                break;
-                            }
-                        }
+                Probe::Found(st) => st,
+            };
+            let is_dir = layers::kind_of(&st) == FileType::Directory;
+            if found.is_some() && !is_dir {
+                break;
+            }
+            let opaque = is_dir && self.layers.is_opaque(dir.as_fd(), entry)?;
+            let follow = is_dir && !opaque && below < lower_count && self.redirects != RedirectDir::NoFollow;
+            let redirect = if follow { self.read_redirect(&dir, entry, dir_path)? } else { None };
+            let node = match &mut found {
+                Some((node, _, _)) => {
+                    if let Place::Lower(i) = place {
+                        node.lowers.push(i);
                     }
+                    node
                 }
+                None => &mut found.insert((Node::fresh(layers::kind_of(&st), place), st, dir)).0,
+            };
+            if let Some(target) = redirect {
+                if target.absolute {
+                    // As overlayfs: an absolute redirect is looked up in every layer
+                    // below, also where the parent has no copy.
+                    places.truncate(next);
+                    places.extend((below..lower_count).map(Place::Lower));
+                }
+                node.redirects.push((below, target.path.clone()));
+                redirected = Some(target.path);
+            }
+            if !is_dir || opaque {
+                break;
             }
         }
         Ok(found)
     }
 
+    /// The redirect on directory `name` in layer directory `dir` (at layer path
+    /// `dir_path`); an invalid one is an error naming it.
+    fn read_redirect(&self, dir: &LayerDir, name: &OsStr, dir_path: &Path) -> io::Result<Option<redirect::Target>> {
+        redirect::read(dir.as_fd(), name, self.layers.xattrs, dir_path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir_path.join(name).display())))
+    }
+
     /// Whether a lower layer under directory `pnode` shows an entry `name` (so removing
     /// or moving it away needs a whiteout).
-    pub(crate) fn lower_positive(&self, pnode: &Node, ppath: &Path, name: &OsStr) -> io::Result<bool> {
+    pub(crate) fn lower_positive(&self, pnode: &Node, at: &Located, name: &OsStr) -> io::Result<bool> {
         for place in pnode.places().filter(|p| *p != Place::Upper) {
-            let dir = match self.layers.dir(place, ppath) {
+            let dir = match self.layers.dir(place, at.path_in(place)) {
                 Ok(d) => d,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),
@@ -278,8 +304,8 @@ impl Union {
         if let Some(shared) = self.listings().get(&ino).and_then(Weak::upgrade) {
             return Ok(shared);
         }
-        let (node, path) = self.node_at(ino)?;
-        let listing = Arc::new(self.list_node(&node, &path)?);
+        let (node, at) = self.node_at(ino)?;
+        let listing = Arc::new(self.list_node(&node, &at)?);
         let mut listings = self.listings();
         if listings.len() >= 1024 {
             listings.retain(|_, weak| weak.strong_count() > 0);
@@ -298,14 +324,14 @@ impl Union {
         self.listings.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    pub(crate) fn list_node(&self, node: &Node, path: &Path) -> io::Result<Vec<DirEntry>> {
+    pub(crate) fn list_node(&self, node: &Node, at: &Located) -> io::Result<Vec<DirEntry>> {
         if node.kind != FileType::Directory {
             return Err(Errno::NOTDIR.into());
         }
         let mut seen: HashSet<OsString> = HashSet::new();
         let mut out = Vec::new();
         for place in node.places() {
-            let dir = match self.layers.dir(place, path) {
+            let dir = match self.layers.dir(place, at.path_in(place)) {
                 Ok(d) => d,
                 Err(e) if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) => continue,
                 Err(e) => return Err(e),

@@ -10,11 +10,13 @@
 //! mounters read it from the [`MountSpec`].
 //!
 //! Copying one entry up (data, owner, mode, xattrs, times) is [`copy_up`], shared by
-//! the apply engine and strata-fuse. The names of the tar form (`.wh.NAME`, `.wh..wh..opq`) and the rules for telling
+//! the apply engine and strata-fuse; directory renames that keep their lower contents
+//! (`redirect_dir`) are [`redirect`]. The names of the tar form (`.wh.NAME`, `.wh..wh..opq`) and the rules for telling
 //! a whiteout from a file live in [`whiteout`].
 
 pub mod copy_up;
 mod namespace;
+pub mod redirect;
 mod stack;
 pub mod whiteout;
 

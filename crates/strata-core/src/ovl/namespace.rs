@@ -46,6 +46,14 @@ impl XattrNamespace {
         }
     }
 
+    /// The directory-redirect key (see [`super::redirect`]).
+    pub fn redirect_key(self) -> &'static str {
+        match self {
+            XattrNamespace::Trusted => "trusted.overlay.redirect",
+            XattrNamespace::User => "user.overlay.redirect",
+        }
+    }
+
     /// `trusted` or `user` (the form stored in the database).
     pub fn name(self) -> &'static str {
         match self {

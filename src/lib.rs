@@ -18,6 +18,7 @@ pub use strata_core as core;
 pub use strata_fuse as fuse;
 pub use strata_image as image;
 pub use strata_overlay as overlay;
+pub use strata_snapshotter as snapshotter;
 pub use strata_store as store;
 
 pub mod rootfs;

@@ -5,6 +5,7 @@ mod util;
 mod bench;
 mod builders;
 mod cli;
+mod containerd;
 mod flat_diff;
 mod formats;
 mod fuse;

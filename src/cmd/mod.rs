@@ -6,6 +6,7 @@ mod images;
 mod mount;
 mod progress;
 mod snapshots;
+mod snapshotter;
 pub(crate) mod store;
 mod unpack;
 
@@ -32,6 +33,21 @@ pub enum Command {
     Ps(mount::PsArgs),
     /// Show what this host supports for mounts.
     Info(mount::InfoArgs),
+    /// Serve the store to containerd as a snapshotter (proxy plugin, gRPC on a unix socket).
+    ///
+    /// containerd loads it with, in /etc/containerd/config.toml:
+    ///
+    ///   [proxy_plugins.strata]
+    ///     type = "snapshot"
+    ///     address = "/run/strata/snapshotter.sock"
+    ///
+    /// then `ctr run --snapshotter strata ...`, or CRI's `snapshotter = "strata"`.
+    /// containerd performs the mounts it is given (overlayfs, or a bind for a single
+    /// layer). When containerd's unpacker (pull, CRI) asks for a layer chain the store
+    /// already holds (`strata unpack`, or another namespace's pull), it is told the
+    /// snapshot exists and skips the layer. Stops cleanly on SIGTERM or SIGINT; logs to
+    /// stderr, filtered by STRATA_LOG (e.g. `debug`).
+    Snapshotter(snapshotter::SnapshotterArgs),
     /// Benchmark strata against the tools people use today, side by side.
     Bench(bench::BenchArgs),
 }
@@ -50,6 +66,7 @@ impl Command {
             Command::Umount(args) => mount::umount(args, root),
             Command::Ps(args) => mount::ps(args, root),
             Command::Info(args) => mount::info(args, root),
+            Command::Snapshotter(args) => snapshotter::run(args, root),
             Command::Bench(args) => bench::run(args),
         }
     }

@@ -232,6 +232,16 @@ impl Store {
     /// # Errors
     /// `key` is missing or not active, or `name` exists.
     pub fn commit(&self, name: &str, key: &str) -> Result<()> {
+        self.commit_with_labels(name, key, None)
+    }
+
+    /// As [`Store::commit`], and when `labels` is given the committed snapshot carries
+    /// those labels instead of the active one's (containerd's `Commit` with
+    /// `WithLabels`), in the same transaction.
+    ///
+    /// # Errors
+    /// As [`Store::commit`].
+    pub fn commit_with_labels(&self, name: &str, key: &str, labels: Option<&BTreeMap<String, String>>) -> Result<()> {
         let fs = self.snapshot_dir(key)?;
         sys::sync_filesystem(&fs).map_err(io("syncfs", &fs))?;
         self.write("commit snapshot", |tx| {
@@ -250,7 +260,10 @@ impl Store {
                 rusqlite::params![name, db::now(), key],
             )
             .map_err(db::err("commit snapshot"))?;
-            Ok(())
+            match labels {
+                Some(labels) => db::set_labels(tx, name, labels),
+                None => Ok(()),
+            }
         })
     }
 

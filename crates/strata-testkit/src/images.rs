@@ -106,7 +106,8 @@ pub fn oci_multiplatform(dir: &Path, amd64: &[Blob], arm64: &[Blob], name: &str)
     layout.finish().expect("finish layout");
 }
 
-/// A tar archive of a directory tree (an "OCI archive" or a docker-save archive).
+/// A tar archive of a directory tree (an "OCI archive" or a docker-save archive, or a
+/// layer): directories 0755, files with their own permission bits.
 ///
 /// # Panics
 /// Reading the tree fails.
@@ -117,14 +118,17 @@ pub fn tar_dir(dir: &Path) -> Vec<u8> {
     paths.sort_by(|a, b| a.path().cmp(b.path()));
     for e in paths {
         let rel = e.path().strip_prefix(dir).expect("under dir").to_string_lossy().into_owned();
-        let ft = e.path().symlink_metadata().expect("lstat").file_type();
+        let md = e.path().symlink_metadata().expect("lstat");
+        let ft = md.file_type();
         if ft.is_dir() {
             tar.append(&Entry::dir(&rel, 0o755), b"").expect("vec");
         } else if ft.is_symlink() {
             let target = std::fs::read_link(e.path()).expect("readlink").to_string_lossy().into_owned();
             tar.append(&Entry::symlink(&rel, &target), b"").expect("vec");
         } else {
-            tar.append(&Entry::file(&rel, 0o644), &std::fs::read(e.path()).expect("read")).expect("vec");
+            // The file's own permission bits (a busybox copy stays executable).
+            let mode = std::os::unix::fs::PermissionsExt::mode(&md.permissions()) & 0o7777;
+            tar.append(&Entry::file(&rel, mode), &std::fs::read(e.path()).expect("read")).expect("vec");
         }
     }
     tar.finish().expect("vec")

@@ -1,0 +1,89 @@
+//! What a snapshot's mounts look like to containerd, which performs them itself:
+//! the plan is strata-overlay's (one definition: a bind for a lone layer or an active
+//! snapshot without parents, else overlayfs with `index=off`, `userxattr` for layers
+//! marked in `user.overlay.*`), written in containerd's option conventions.
+
+use std::path::Path;
+
+use strata_overlay::{MountPlan, OverlayOptions};
+use strata_store::MountSpec;
+use tonic::Status;
+
+use crate::proto::containerd::types::Mount;
+
+/// The mounts for `spec`; `own_dir` is bound read-only for a view of nothing (a view
+/// with no parent: containerd's overlay snapshotter binds an empty dir the same way).
+pub(crate) fn for_spec(spec: &MountSpec, own_dir: &Path) -> Result<Vec<Mount>, Status> {
+    if spec.read_only && spec.lowers.is_empty() {
+        return Ok(vec![bind(own_dir, true)]);
+    }
+    let plan = MountPlan::new(spec, &OverlayOptions::default(), own_dir)
+        .map_err(|e| Status::failed_precondition(crate::status::error_chain(&e)))?;
+    Ok(vec![match &plan {
+        MountPlan::Bind { source, read_only } => bind(source, *read_only),
+        MountPlan::Overlay { lowers, upper, options } => {
+            let mut out: Vec<String> = options
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect();
+            if let Some((upper, work)) = upper {
+                out.push(format!("workdir={}", work.display()));
+                out.push(format!("upperdir={}", upper.display()));
+            }
+            let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
+            out.push(format!("lowerdir={}", lowers.join(":")));
+            Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options: out }
+        }
+    }])
+}
+
+fn bind(source: &Path, read_only: bool) -> Mount {
+    Mount {
+        r#type: "bind".into(),
+        source: source.display().to_string(),
+        target: String::new(),
+        options: vec![if read_only { "ro" } else { "rw" }.into(), "rbind".into()],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use strata_core::ovl::XattrNamespace;
+
+    use super::*;
+
+    fn spec(lowers: &[&str], upper: bool) -> MountSpec {
+        MountSpec {
+            lowers: lowers.iter().map(PathBuf::from).collect(),
+            upper: upper.then(|| PathBuf::from("/s/9/fs")),
+            work: upper.then(|| PathBuf::from("/s/9/work")),
+            read_only: !upper,
+            xattrs: XattrNamespace::Trusted,
+        }
+    }
+
+    #[test]
+    fn mounts_follow_containerd_s_overlay_snapshotter() {
+        let own = Path::new("/s/9/fs");
+        let active = for_spec(&spec(&["/s/2/fs", "/s/1/fs"], true), own).expect("plan");
+        assert_eq!(active[0].r#type, "overlay");
+        assert_eq!(
+            active[0].options,
+            ["index=off", "workdir=/s/9/work", "upperdir=/s/9/fs", "lowerdir=/s/2/fs:/s/1/fs"]
+        );
+        let first = for_spec(&spec(&[], true), own).expect("plan");
+        assert_eq!(
+            (first[0].r#type.as_str(), first[0].options.as_slice()),
+            ("bind", &["rw".into(), "rbind".into()][..])
+        );
+        let view = for_spec(&spec(&["/s/1/fs"], false), own).expect("plan");
+        assert_eq!((view[0].source.as_str(), view[0].options[0].as_str()), ("/s/1/fs", "ro"));
+        let empty = for_spec(&spec(&[], false), own).expect("plan");
+        assert_eq!((empty[0].source.as_str(), empty[0].options[0].as_str()), ("/s/9/fs", "ro"));
+    }
+}

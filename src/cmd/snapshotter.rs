@@ -1,0 +1,50 @@
+//! `strata snapshotter`: containerd's snapshotter, served from the strata store.
+
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+use super::store::RootArgs;
+
+/// Options of `strata snapshotter` (the help text is on the subcommand).
+#[derive(Debug, clap::Args)]
+pub struct SnapshotterArgs {
+    /// The unix socket to serve on (created 0600, parent dirs 0700).
+    #[arg(long, value_name = "PATH", default_value = "/run/strata/snapshotter.sock")]
+    address: PathBuf,
+}
+
+pub fn run(args: SnapshotterArgs, root: &RootArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("STRATA_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .try_init();
+    let store = Arc::new(root.open()?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("strata-snapshotter")
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let stop = async {
+            let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!("cannot watch SIGTERM: {e}");
+                    return std::future::pending().await;
+                }
+            };
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM: finishing requests in flight, then stopping"),
+                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing requests in flight, then stopping"),
+            }
+        };
+        strata_snapshotter::serve(store, &args.address, stop).await
+    })
+    .with_context(|| format!("serving the snapshotter on {}", args.address.display()))
+}

@@ -1,0 +1,291 @@
+//! strata as containerd's snapshotter, with the real components: a private containerd
+//! (its own root, state, socket and config with the proxy plugin, no CRI), runc, and
+//! `strata snapshotter` on a temporary socket. Images are built by the test.
+
+use std::collections::HashMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata::core::Digest;
+use strata::snapshotter::SNAPSHOT_REF;
+use strata::snapshotter::proto::containerd::services::snapshots::v1::PrepareSnapshotRequest;
+use strata::snapshotter::proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
+use strata_testkit::images::{Blob, docker_oci, tar_dir};
+
+use crate::util::{require_tools, run};
+
+/// A process this test started, killed (SIGKILL, by its PID) and reaped on drop.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_for(path: &Path, what: &str, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !path.exists() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited ({status}) before creating {}", path.display());
+        }
+        assert!(Instant::now() < deadline, "{what} did not create {} in 20 s", path.display());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn store(&self) -> PathBuf {
+        self.path("store")
+    }
+
+    fn snapshotter(&self) -> Started {
+        let sock = self.path("strata.sock");
+        let log = fs::OpenOptions::new().create(true).append(true).open(self.path("snapshotter.log")).expect("log");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(self.store())
+            .arg("snapshotter")
+            .arg("--address")
+            .arg(&sock)
+            .stderr(log)
+            .spawn()
+            .expect("start strata snapshotter");
+        // A restarted daemon replaces the stale socket: wait for the new one to answer.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::os::unix::net::UnixStream::connect(&sock).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("strata snapshotter exited ({status}): {}", self.log());
+            }
+            assert!(Instant::now() < deadline, "strata snapshotter not serving after 20 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Started(child)
+    }
+
+    fn containerd(&self) -> Started {
+        let config = self.path("containerd.toml");
+        fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = {:?}\nstate = {:?}\ndisabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = {:?}\n[proxy_plugins.strata]\n  type = \"snapshot\"\n  address = {:?}\n\
+                 [plugins.\"io.containerd.gc.v1.scheduler\"]\n  deletion_threshold = 1\n",
+                self.path("containerd-root"),
+                self.path("containerd-state"),
+                self.path("containerd.sock"),
+                self.path("strata.sock"),
+            ),
+        )
+        .expect("config");
+        let log = fs::File::create(self.path("containerd.log")).expect("log");
+        let mut child = Command::new("containerd")
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start containerd");
+        wait_for(&self.path("containerd.sock"), "containerd", &mut child);
+        Started(child)
+    }
+
+    fn ctr(&self, namespace: &str, args: &[&str]) -> String {
+        run(Command::new("ctr").arg("-a").arg(self.path("containerd.sock")).args(["-n", namespace]).args(args))
+    }
+
+    fn strata(&self, args: &[&str]) -> String {
+        run(Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.store()).args(args))
+    }
+
+    fn log(&self) -> String {
+        fs::read_to_string(self.path("snapshotter.log")).unwrap_or_default()
+    }
+}
+
+/// A three-layer busybox image: `/data/one`, `/data/two` and `/data/gone` (deleted by
+/// layer 3), `/data/three`; `tag` goes into the files so two images differ.
+fn image(dir: &Path, tag: &str) -> (PathBuf, PathBuf, Vec<Blob>) {
+    let layer = |name: &str, files: &[(&str, &str)], busybox: bool| {
+        let root = dir.join(name);
+        fs::create_dir_all(root.join("data")).expect("mkdir");
+        if busybox {
+            fs::create_dir_all(root.join("bin")).expect("mkdir");
+            fs::copy("/bin/busybox", root.join("bin/busybox")).expect("copy /bin/busybox (busybox-static)");
+            for tool in ["sh", "cat", "echo", "find", "sort", "test"] {
+                std::os::unix::fs::symlink("busybox", root.join("bin").join(tool)).expect("symlink");
+            }
+        }
+        for (path, body) in files {
+            fs::write(root.join(path), body).expect("write");
+        }
+        Blob::gzip(tar_dir(&root))
+    };
+    let layers = vec![
+        layer("l1", &[("data/one", &format!("one {tag}\n"))], true),
+        layer("l2", &[("data/two", "two\n"), ("data/gone", "gone\n")], false),
+        layer("l3", &[("data/.wh.gone", ""), ("data/three", "three\n")], false),
+    ];
+    let layout = dir.join("layout");
+    docker_oci(&layout, &layers, &format!("strata-ctr-{tag}:1"));
+    let archive = dir.join("image.tar");
+    fs::write(&archive, tar_dir(&layout)).expect("image archive");
+    (layout, archive, layers)
+}
+
+fn chains(layers: &[Blob]) -> Vec<String> {
+    let mut parent: Option<Digest> = None;
+    layers
+        .iter()
+        .map(|l| {
+            let chain = Digest::chain(parent.as_ref(), &l.diff_id());
+            parent = Some(chain.clone());
+            chain.to_string()
+        })
+        .collect()
+}
+
+/// What containerd's unpacker (pull, CRI) sends for a layer: a Prepare through
+/// containerd's own API with the layer's ChainID in `containerd.io/snapshot.ref`.
+fn prepare_as_the_unpacker(env: &Env, namespace: &str, chain: &str, parent: &str) -> tonic::Status {
+    let sock = env.path("containerd.sock");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async move {
+        let channel = tonic::transport::Endpoint::from_static("http://localhost")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let sock = sock.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(sock).await?))
+                }
+            }))
+            .await
+            .expect("connect to containerd");
+        let mut request = tonic::Request::new(PrepareSnapshotRequest {
+            snapshotter: "strata".into(),
+            key: format!("extract-strata-test {chain}"),
+            parent: parent.into(),
+            labels: HashMap::from([(SNAPSHOT_REF.to_owned(), chain.to_owned())]),
+        });
+        request.metadata_mut().insert("containerd-namespace", namespace.parse().expect("header"));
+        SnapshotsClient::new(channel).prepare(request).await.expect_err("the chain is in strata's store")
+    })
+}
+
+#[test]
+fn privileged_containerd_runs_containers_on_strata_snapshots() {
+    if !require_tools("privileged_containerd_runs_containers_on_strata_snapshots", &["containerd", "ctr", "runc"]) {
+        return;
+    }
+    let env = Env { dir: tempfile::tempdir().expect("tempdir") };
+    let (layout, archive, layers) = image(&env.path("a"), "a");
+    let mut snapshotter = env.snapshotter();
+    let _containerd = env.containerd();
+    let ns = "strata-test";
+    let image_ref = "docker.io/library/strata-ctr-a:1";
+    env.ctr(ns, &["images", "import", "--snapshotter", "strata", archive.to_str().expect("utf-8")]);
+
+    // A container through runc: reads every layer, sees the deletion, writes its rootfs.
+    let script = "export PATH=/bin; cat /data/one /data/two /data/three; test ! -e /data/gone && echo gone; \
+                  echo written > /data/new && cat /data/new; find / -xdev | sort";
+    let out = env.ctr(ns, &["run", "--snapshotter", "strata", "--rm", image_ref, "c1", "/bin/sh", "-c", script]);
+    let (head, listing) = out.split_at(out.find("\n/").map_or(out.len(), |i| i + 1));
+    assert_eq!(head, "one a\ntwo\nthree\ngone\nwritten\n", "container output:\n{out}");
+    // The merged view equals `strata unpack --to` of the same image (plus the write).
+    let flat = env.path("flat");
+    env.strata(&["unpack", layout.to_str().expect("utf-8"), "--to", flat.to_str().expect("utf-8")]);
+    let mut expected: Vec<String> = walkdir::WalkDir::new(&flat)
+        .into_iter()
+        .map(|e| format!("/{}", e.expect("walk").path().strip_prefix(&flat).expect("under").display()))
+        .map(|p| if p == "/" { "/".to_owned() } else { p })
+        .chain(["/data/new".to_owned()])
+        .collect();
+    // runc's mount points exist in the rootfs (empty dirs containerd's spec mounts over).
+    let runtime_dirs = ["/dev", "/proc", "/sys", "/run", "/etc"];
+    let seen: Vec<&str> =
+        listing.lines().filter(|l| !runtime_dirs.iter().any(|d| l == d || l.starts_with(&format!("{d}/")))).collect();
+    expected.sort();
+    assert_eq!(seen, expected.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // containerd's view of the snapshots and strata's agree.
+    let ours = env.strata(&["snapshots", "ls"]);
+    let theirs = env.ctr(ns, &["snapshots", "--snapshotter", "strata", "ls"]);
+    for chain in chains(&layers) {
+        assert!(theirs.contains(&chain), "ctr lists {chain}:\n{theirs}");
+        assert!(ours.lines().any(|l| l.contains(&chain) && l.contains("committed")), "strata lists {chain}:\n{ours}");
+    }
+    let top = chains(&layers).pop().expect("three layers");
+    env.ctr(ns, &["snapshots", "--snapshotter", "strata", "prepare", "scratch", &top]);
+    let info = env.ctr(ns, &["snapshots", "--snapshotter", "strata", "info", "scratch"]);
+    assert!(info.contains("Active"), "{info}");
+    let usage = env.ctr(ns, &["snapshots", "--snapshotter", "strata", "usage", "scratch"]);
+    assert!(usage.contains("scratch"), "{usage}");
+    assert!(env.strata(&["snapshots", "ls"]).contains("/scratch"), "strata sees containerd's active snapshot");
+    env.ctr(ns, &["snapshots", "--snapshotter", "strata", "rm", "scratch"]);
+    // containerd removes backend snapshots in its garbage collection, which the config
+    // above runs after every deletion.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.strata(&["snapshots", "ls"]).contains("/scratch") {
+        assert!(Instant::now() < deadline, "containerd's gc did not remove the snapshot from strata in 20 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // The snapshotter dies and comes back: containerd reconnects, snapshots are kept.
+    drop(snapshotter);
+    snapshotter = env.snapshotter();
+    // containerd redials within its gRPC backoff (a request in that window is refused).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let out = loop {
+        let out = Command::new("ctr")
+            .arg("-a")
+            .arg(env.path("containerd.sock"))
+            .args(["-n", ns, "run", "--snapshotter", "strata", "--rm", image_ref, "c2", "/bin/cat", "/data/one"])
+            .arg("/data/three")
+            .output()
+            .expect("ctr");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() || !stderr.contains("Unavailable") && !stderr.contains("unavailable") {
+            assert!(out.status.success(), "ctr run after the restart: {stderr}");
+            break String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        assert!(Instant::now() < deadline, "containerd did not reconnect in 30 s: {stderr}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(out, "one a\nthree\n");
+
+    // The fast path: an image `strata unpack` put in the store is not unpacked again when
+    // containerd's unpacker asks for its chains.
+    let (layout_b, archive_b, layers_b) = image(&env.path("b"), "b");
+    env.strata(&["unpack", layout_b.to_str().expect("utf-8")]);
+    let before = env.strata(&["snapshots", "ls"]).lines().count();
+    env.ctr("fast", &["images", "import", "--no-unpack", archive_b.to_str().expect("utf-8")]);
+    let mut parent = String::new();
+    for chain in chains(&layers_b) {
+        let status = prepare_as_the_unpacker(&env, "fast", &chain, &parent);
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+        parent = chain;
+    }
+    let out = env.ctr(
+        "fast",
+        &["run", "--snapshotter", "strata", "--rm", "docker.io/library/strata-ctr-b:1", "c3", "/bin/cat", "/data/one"],
+    );
+    assert_eq!(out.trim_end(), "one b");
+    assert_eq!(env.strata(&["snapshots", "ls"]).lines().count(), before, "no layer was unpacked again");
+    let log = env.log();
+    assert_eq!(log.matches("layer already in the store").count(), 3, "{log}");
+    assert!(
+        !log.lines().any(|l| l.contains("prepared key=fast/") && l.contains("extract")),
+        "containerd applied a layer:\n{log}"
+    );
+    drop(snapshotter);
+}

@@ -39,6 +39,16 @@ fn wait_for(path: &Path, what: &str, child: &mut Child) {
 
 struct Env {
     dir: tempfile::TempDir,
+    /// `strata snapshotter --driver`.
+    driver: &'static str,
+}
+
+/// `PATH` with the directory of the built `strata-fuse` first: containerd and ctr run
+/// `mount.fuse3 ... -t strata-fuse`, which looks the binary up there.
+fn path_with_strata_fuse() -> std::ffi::OsString {
+    let bin = Path::new(env!("CARGO_BIN_EXE_strata-fuse")).parent().expect("bin dir").to_path_buf();
+    let rest = std::env::var_os("PATH").unwrap_or_default();
+    std::env::join_paths(std::iter::once(bin).chain(std::env::split_paths(&rest))).expect("PATH")
 }
 
 impl Env {
@@ -59,6 +69,7 @@ impl Env {
             .arg("snapshotter")
             .arg("--address")
             .arg(&sock)
+            .args(["--driver", self.driver])
             .stderr(log)
             .spawn()
             .expect("start strata snapshotter");
@@ -91,6 +102,7 @@ impl Env {
         .expect("config");
         let log = fs::File::create(self.path("containerd.log")).expect("log");
         let mut child = Command::new("containerd")
+            .env("PATH", path_with_strata_fuse())
             .arg("-c")
             .arg(&config)
             .stdout(Stdio::null())
@@ -102,7 +114,12 @@ impl Env {
     }
 
     fn ctr(&self, namespace: &str, args: &[&str]) -> String {
-        run(Command::new("ctr").arg("-a").arg(self.path("containerd.sock")).args(["-n", namespace]).args(args))
+        run(Command::new("ctr")
+            .env("PATH", path_with_strata_fuse())
+            .arg("-a")
+            .arg(self.path("containerd.sock"))
+            .args(["-n", namespace])
+            .args(args))
     }
 
     fn strata(&self, args: &[&str]) -> String {
@@ -187,7 +204,7 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
     if !require_tools("privileged_containerd_runs_containers_on_strata_snapshots", &["containerd", "ctr", "runc"]) {
         return;
     }
-    let env = Env { dir: tempfile::tempdir().expect("tempdir") };
+    let env = Env { dir: tempfile::tempdir().expect("tempdir"), driver: "overlay" };
     let (layout, archive, layers) = image(&env.path("a"), "a");
     let mut snapshotter = env.snapshotter();
     let _containerd = env.containerd();
@@ -247,6 +264,7 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
     let deadline = Instant::now() + Duration::from_secs(30);
     let out = loop {
         let out = Command::new("ctr")
+            .env("PATH", path_with_strata_fuse())
             .arg("-a")
             .arg(env.path("containerd.sock"))
             .args(["-n", ns, "run", "--snapshotter", "strata", "--rm", image_ref, "c2", "/bin/cat", "/data/one"])
@@ -288,4 +306,27 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
         "containerd applied a layer:\n{log}"
     );
     drop(snapshotter);
+}
+
+#[test]
+fn privileged_containerd_runs_containers_on_strata_fuse_mounts() {
+    if !require_tools(
+        "privileged_containerd_runs_containers_on_strata_fuse_mounts",
+        &["containerd", "ctr", "runc", "mount.fuse3"],
+    ) {
+        return;
+    }
+    let env = Env { dir: tempfile::tempdir().expect("tempdir"), driver: "fuse" };
+    let (_, archive, _) = image(&env.path("a"), "a");
+    let _snapshotter = env.snapshotter();
+    let _containerd = env.containerd();
+    let ns = "strata-fuse-test";
+    env.ctr(ns, &["images", "import", "--snapshotter", "strata", archive.to_str().expect("utf-8")]);
+    // The container's root is a strata-fuse union (containerd ran mount.fuse3).
+    let script = "export PATH=/bin; cat /data/one /data/two /data/three; test ! -e /data/gone && echo gone; \
+                  echo written > /data/new && cat /data/new; while read -r src dst kind rest; do \
+                  [ \"$dst\" = / ] && echo \"$kind\"; done < /proc/mounts; true";
+    let image_ref = "docker.io/library/strata-ctr-a:1";
+    let out = env.ctr(ns, &["run", "--snapshotter", "strata", "--rm", image_ref, "c1", "/bin/sh", "-c", script]);
+    assert_eq!(out.trim_end(), "one a\ntwo\nthree\ngone\nwritten\nfuse.strata", "container output:\n{out}");
 }

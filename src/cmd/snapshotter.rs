@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use super::store::RootArgs;
+use strata::rootfs::{self, Driver};
 
 /// Options of `strata snapshotter` (the help text is on the subcommand).
 #[derive(Debug, clap::Args)]
@@ -14,6 +15,11 @@ pub struct SnapshotterArgs {
     /// The unix socket to serve on (created 0600, parent dirs 0700).
     #[arg(long, value_name = "PATH", default_value = "/run/strata/snapshotter.sock")]
     address: PathBuf,
+    /// How containerd mounts unions: kernel overlayfs, or strata-fuse through
+    /// `mount.fuse3` (needs fuse3 and `strata-fuse` on containerd's PATH); auto picks
+    /// overlayfs when it works here.
+    #[arg(long, value_enum, default_value_t = Driver::Auto)]
+    driver: Driver,
 }
 
 pub fn run(args: SnapshotterArgs, root: &RootArgs) -> anyhow::Result<()> {
@@ -25,6 +31,15 @@ pub fn run(args: SnapshotterArgs, root: &RootArgs) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .try_init();
     let store = Arc::new(root.open()?);
+    let host = strata_overlay::HostFeatures::probe(store.root());
+    let (driver, fallback) = rootfs::choose_driver(args.driver, &host, store.root())?;
+    if let Some(why) = fallback {
+        tracing::warn!("{why}: containerd gets strata-fuse mounts (mount.fuse3 and strata-fuse must be on its PATH)");
+    }
+    let driver = match driver {
+        Driver::Fuse => strata_snapshotter::Driver::Fuse,
+        Driver::Overlay | Driver::Auto => strata_snapshotter::Driver::Overlay,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("strata-snapshotter")
@@ -44,7 +59,7 @@ pub fn run(args: SnapshotterArgs, root: &RootArgs) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing requests in flight, then stopping"),
             }
         };
-        strata_snapshotter::serve(store, &args.address, stop).await
+        strata_snapshotter::serve(store, &args.address, driver, stop).await
     })
     .with_context(|| format!("serving the snapshotter on {}", args.address.display()))
 }

@@ -47,18 +47,7 @@ impl fmt::Display for MountedWith {
 /// [`Error::Refused`] when overlay was asked for and cannot work here (the reason says
 /// what is missing).
 pub fn choose_driver(asked: Driver, host: &HostFeatures, root: &Path) -> Result<(Driver, Option<String>)> {
-    let overlay_problem = if !host.root {
-        Some("kernel overlayfs needs root (CAP_SYS_ADMIN)".to_owned())
-    } else if !host.overlay {
-        Some("this kernel has no overlayfs (try `modprobe overlay`)".to_owned())
-    } else if !host.d_type {
-        Some(format!(
-            "the store at {} is on a filesystem without d_type, which overlayfs requires (XFS needs ftype=1)",
-            root.display()
-        ))
-    } else {
-        None
-    };
+    let overlay_problem = host.overlay_problem(root);
     match (asked, overlay_problem) {
         (Driver::Fuse, _) => Ok((Driver::Fuse, None)),
         (Driver::Overlay | Driver::Auto, None) => Ok((Driver::Overlay, None)),

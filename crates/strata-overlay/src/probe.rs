@@ -36,6 +36,24 @@ fn kernel_at_least(release: &str, major: u32, minor: u32) -> bool {
 }
 
 impl HostFeatures {
+    /// Why kernel overlayfs cannot mount layers of a store at `root` here, if it cannot:
+    /// the one rule `strata mount --driver auto` and `strata snapshotter --driver auto`
+    /// fall back to strata-fuse by.
+    pub fn overlay_problem(&self, root: &Path) -> Option<String> {
+        if !self.root {
+            Some("kernel overlayfs needs root (CAP_SYS_ADMIN)".to_owned())
+        } else if !self.overlay {
+            Some("this kernel has no overlayfs (try `modprobe overlay`)".to_owned())
+        } else if !self.d_type {
+            Some(format!(
+                "the store at {} is on a filesystem without d_type, which overlayfs requires (XFS needs ftype=1)",
+                root.display()
+            ))
+        } else {
+            None
+        }
+    }
+
     /// Probes the kernel and the filesystem holding `dir` (a scratch file is created and
     /// removed there).
     pub fn probe(dir: &Path) -> HostFeatures {

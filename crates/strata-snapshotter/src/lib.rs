@@ -25,7 +25,8 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = Arc::new(strata_store::Store::open("/var/lib/strata")?);
 //! let stop = async { tokio::signal::ctrl_c().await.ok(); };
-//! strata_snapshotter::serve(store, "/run/strata/snapshotter.sock".as_ref(), stop).await?;
+//! let socket = "/run/strata/snapshotter.sock".as_ref();
+//! strata_snapshotter::serve(store, socket, strata_snapshotter::Driver::Overlay, stop).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -47,6 +48,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use mounts::FUSE_TYPE;
 pub use service::{SNAPSHOT_REF, Snapshotter};
 pub use socket::bind;
 use strata_store::Store;
@@ -68,6 +70,17 @@ pub mod proto {
     }
 }
 
+/// How the unions handed to containerd are mounted (a lone layer, or a writable layer
+/// without parents, is a bind mount either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// Kernel overlayfs, as containerd's own overlay snapshotter.
+    Overlay,
+    /// strata-fuse through `mount.fuse3` (type [`FUSE_TYPE`]), for hosts without
+    /// overlayfs.
+    Fuse,
+}
+
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -84,11 +97,17 @@ pub enum Error {
 /// # Errors
 /// The socket cannot be made (a live snapshotter already serves it, or a non-socket is
 /// in the way), or the transport fails.
-pub async fn serve(store: Arc<Store>, address: &Path, shutdown: impl Future<Output = ()> + Send) -> Result<(), Error> {
+pub async fn serve(
+    store: Arc<Store>,
+    address: &Path,
+    driver: Driver,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), Error> {
     let bound = socket::bind(address)?;
-    tracing::info!(address = %address.display(), store = %store.root().display(), "serving containerd's Snapshots service");
-    let service =
-        proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer::new(Snapshotter::new(store));
+    tracing::info!(address = %address.display(), store = %store.root().display(), ?driver, "serving containerd's Snapshots service");
+    let service = proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer::new(Snapshotter::new(
+        store, driver,
+    ));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(bound.listener()?);
     let served =
         tonic::transport::Server::builder().add_service(service).serve_with_incoming_shutdown(incoming, shutdown).await;

@@ -2,6 +2,12 @@
 //! the plan is strata-overlay's (one definition: a bind for a lone layer or an active
 //! snapshot without parents, else overlayfs with `index=off`, `userxattr` for layers
 //! marked in `user.overlay.*`), written in containerd's option conventions.
+//!
+//! With [`Driver::Fuse`] a union is handed out as type `fuse3.strata-fuse`: containerd
+//! (1.6+) performs `fuse3.*` mounts by running `mount.fuse3 SOURCE TARGET -o OPTS -t
+//! strata-fuse`, which runs the `strata-fuse` binary (it takes fuse-overlayfs's
+//! command line). The host needs `mount.fuse3` (Debian: fuse3) and `strata-fuse` on
+//! containerd's `PATH`; unmounting the union ends the daemon.
 
 use std::path::Path;
 
@@ -9,11 +15,15 @@ use strata_overlay::{MountPlan, OverlayOptions};
 use strata_store::MountSpec;
 use tonic::Status;
 
+use crate::Driver;
 use crate::proto::containerd::types::Mount;
+
+/// The mount type containerd runs `mount.fuse3 ... -t strata-fuse` for.
+pub const FUSE_TYPE: &str = "fuse3.strata-fuse";
 
 /// The mounts for `spec`; `own_dir` is bound read-only for a view of nothing (a view
 /// with no parent: containerd's overlay snapshotter binds an empty dir the same way).
-pub(crate) fn for_spec(spec: &MountSpec, own_dir: &Path) -> Result<Vec<Mount>, Status> {
+pub(crate) fn for_spec(spec: &MountSpec, own_dir: &Path, driver: Driver) -> Result<Vec<Mount>, Status> {
     if spec.read_only && spec.lowers.is_empty() {
         return Ok(vec![bind(own_dir, true)]);
     }
@@ -35,7 +45,12 @@ pub(crate) fn for_spec(spec: &MountSpec, own_dir: &Path) -> Result<Vec<Mount>, S
             }
             let lowers: Vec<String> = lowers.iter().map(|p| p.display().to_string()).collect();
             out.push(format!("lowerdir={}", lowers.join(":")));
-            Mount { r#type: "overlay".into(), source: "overlay".into(), target: String::new(), options: out }
+            let (kind, source) = match driver {
+                Driver::Overlay => ("overlay", "overlay"),
+                // strata-fuse names its mounts by source in /proc/mounts.
+                Driver::Fuse => (FUSE_TYPE, "strata"),
+            };
+            Mount { r#type: kind.into(), source: source.into(), target: String::new(), options: out }
         }
     }])
 }
@@ -70,20 +85,25 @@ mod tests {
     #[test]
     fn mounts_follow_containerd_s_overlay_snapshotter() {
         let own = Path::new("/s/9/fs");
-        let active = for_spec(&spec(&["/s/2/fs", "/s/1/fs"], true), own).expect("plan");
+        let active = for_spec(&spec(&["/s/2/fs", "/s/1/fs"], true), own, Driver::Overlay).expect("plan");
         assert_eq!(active[0].r#type, "overlay");
         assert_eq!(
             active[0].options,
             ["index=off", "workdir=/s/9/work", "upperdir=/s/9/fs", "lowerdir=/s/2/fs:/s/1/fs"]
         );
-        let first = for_spec(&spec(&[], true), own).expect("plan");
+        let first = for_spec(&spec(&[], true), own, Driver::Overlay).expect("plan");
         assert_eq!(
             (first[0].r#type.as_str(), first[0].options.as_slice()),
             ("bind", &["rw".into(), "rbind".into()][..])
         );
-        let view = for_spec(&spec(&["/s/1/fs"], false), own).expect("plan");
+        let view = for_spec(&spec(&["/s/1/fs"], false), own, Driver::Fuse).expect("plan");
         assert_eq!((view[0].source.as_str(), view[0].options[0].as_str()), ("/s/1/fs", "ro"));
-        let empty = for_spec(&spec(&[], false), own).expect("plan");
+        let fuse = for_spec(&spec(&["/s/2/fs", "/s/1/fs"], false), own, Driver::Fuse).expect("plan");
+        assert_eq!(
+            (fuse[0].r#type.as_str(), fuse[0].options.as_slice()),
+            (FUSE_TYPE, &["index=off".to_owned(), "lowerdir=/s/2/fs:/s/1/fs".to_owned()][..])
+        );
+        let empty = for_spec(&spec(&[], false), own, Driver::Fuse).expect("plan");
         assert_eq!((empty[0].source.as_str(), empty[0].options[0].as_str()), ("/s/9/fs", "ro"));
     }
 }

@@ -12,10 +12,10 @@ use tonic::{Request, Response, Status};
 use tracing::{debug, info};
 
 use crate::filter::{self, Filter};
-use crate::mounts;
 use crate::proto::containerd::services::snapshots::v1 as pb;
 use crate::proto::containerd::services::snapshots::v1::snapshots_server::Snapshots;
 use crate::status::from_store;
+use crate::{Driver, mounts};
 
 /// The label by which containerd's unpacker names the ChainID a Prepare is for; a
 /// snapshotter that already holds that chain answers `AlreadyExists` and containerd
@@ -29,11 +29,13 @@ const LIST_BATCH: usize = 100;
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     store: Arc<Store>,
+    driver: Driver,
 }
 
 impl Snapshotter {
-    pub fn new(store: Arc<Store>) -> Snapshotter {
-        Snapshotter { store }
+    /// The service for `store`, handing out unions mounted with `driver`.
+    pub fn new(store: Arc<Store>, driver: Driver) -> Snapshotter {
+        Snapshotter { store, driver }
     }
 
     async fn run<T: Send + 'static>(
@@ -108,6 +110,7 @@ impl Snapshots for Snapshotter {
     ) -> Result<Response<pb::PrepareSnapshotResponse>, Status> {
         let r = request.into_inner();
         require("key", &r.key)?;
+        let driver = self.driver;
         let mounts = self
             .run(move |store| {
                 if let Some(target) = r.labels.get(SNAPSHOT_REF) {
@@ -121,7 +124,7 @@ impl Snapshots for Snapshotter {
                     .map_err(|e| from_store(&e))?;
                 info!(key = %r.key, parent = %r.parent, layers = spec.lowers.len(), "prepared");
                 let own = store.snapshot_dir(&r.key).map_err(|e| from_store(&e))?;
-                mounts::for_spec(&spec, &own)
+                mounts::for_spec(&spec, &own, driver)
             })
             .await?;
         Ok(Response::new(pb::PrepareSnapshotResponse { mounts }))
@@ -133,12 +136,13 @@ impl Snapshots for Snapshotter {
     ) -> Result<Response<pb::ViewSnapshotResponse>, Status> {
         let r = request.into_inner();
         require("key", &r.key)?;
+        let driver = self.driver;
         let mounts = self
             .run(move |store| {
                 let spec = store.view(&r.key, non_empty(&r.parent), labels_of(r.labels)).map_err(|e| from_store(&e))?;
                 info!(key = %r.key, parent = %r.parent, "view");
                 let own = store.snapshot_dir(&r.key).map_err(|e| from_store(&e))?;
-                mounts::for_spec(&spec, &own)
+                mounts::for_spec(&spec, &own, driver)
             })
             .await?;
         Ok(Response::new(pb::ViewSnapshotResponse { mounts }))
@@ -146,11 +150,12 @@ impl Snapshots for Snapshotter {
 
     async fn mounts(&self, request: Request<pb::MountsRequest>) -> Result<Response<pb::MountsResponse>, Status> {
         let r = request.into_inner();
+        let driver = self.driver;
         let mounts = self
             .run(move |store| {
                 let spec = store.mounts(&r.key).map_err(|e| from_store(&e))?;
                 let own = store.snapshot_dir(&r.key).map_err(|e| from_store(&e))?;
-                mounts::for_spec(&spec, &own)
+                mounts::for_spec(&spec, &own, driver)
             })
             .await?;
         Ok(Response::new(pb::MountsResponse { mounts }))

@@ -234,6 +234,28 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
     expected.sort();
     assert_eq!(seen, expected.iter().map(String::as_str).collect::<Vec<_>>());
 
+    // containerd's diff service reads a strata snapshot (`ctr snapshots diff`, what
+    // `nerdctl commit` uses): a kept container's changes come back as a layer.
+    env.ctr(ns, &["run", "--snapshotter", "strata", image_ref, "kept", "/bin/sh", "-c", "echo x > /data/added; rm /data/one"]);
+    // ctr writes the diff blob (gzip) to stdout.
+    let diff = Command::new("ctr")
+        .arg("-a")
+        .arg(env.path("containerd.sock"))
+        .args(["-n", ns, "snapshots", "--snapshotter", "strata", "diff", "kept"])
+        .output()
+        .expect("ctr snapshots diff");
+    assert!(diff.status.success(), "{}", String::from_utf8_lossy(&diff.stderr));
+    let blob = env.path("diff.tar.gz");
+    fs::write(&blob, &diff.stdout).expect("write diff");
+    let listing = run(Command::new("tar").arg("-tzf").arg(&blob));
+    let mut entries: Vec<&str> = listing.lines().map(|l| l.trim_start_matches("./").trim_end_matches('/')).collect();
+    entries.retain(|e| !e.is_empty());
+    entries.sort_unstable();
+    // runc made its mount points in the rootfs (as with containerd's own snapshotter).
+    let expected = ["data", "data/.wh.one", "data/added", "dev", "proc", "run", "sys"];
+    assert_eq!(entries, expected, "the container's changes as a layer");
+    env.ctr(ns, &["containers", "rm", "kept"]);
+
     // containerd's view of the snapshots and strata's agree.
     let ours = env.strata(&["snapshots", "ls"]);
     let theirs = env.ctr(ns, &["snapshots", "--snapshotter", "strata", "ls"]);

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use strata::core::Digest;
 use strata::snapshotter::SNAPSHOT_REF;
 use strata::snapshotter::proto::containerd::services::snapshots::v1::PrepareSnapshotRequest;
-use strata::snapshotter::proto::containerd::services::snapshots::v1::snapshots_client::SnapshotsClient;
 use strata_testkit::images::{Blob, docker_oci, tar_dir};
 
+use crate::util::grpc::snapshots_client;
 use crate::util::{require_tools, run};
 
 /// A process this test started, killed (SIGKILL, by its PID) and reaped on drop.
@@ -179,15 +179,7 @@ fn prepare_as_the_unpacker(env: &Env, namespace: &str, chain: &str, parent: &str
     let sock = env.path("containerd.sock");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
-        let channel = tonic::transport::Endpoint::from_static("http://localhost")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let sock = sock.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tokio::net::UnixStream::connect(sock).await?))
-                }
-            }))
-            .await
-            .expect("connect to containerd");
+        let mut client = snapshots_client(&sock).await;
         let mut request = tonic::Request::new(PrepareSnapshotRequest {
             snapshotter: "strata".into(),
             key: format!("extract-strata-test {chain}"),
@@ -195,7 +187,7 @@ fn prepare_as_the_unpacker(env: &Env, namespace: &str, chain: &str, parent: &str
             labels: HashMap::from([(SNAPSHOT_REF.to_owned(), chain.to_owned())]),
         });
         request.metadata_mut().insert("containerd-namespace", namespace.parse().expect("header"));
-        SnapshotsClient::new(channel).prepare(request).await.expect_err("the chain is in strata's store")
+        client.prepare(request).await.expect_err("the chain is in strata's store")
     })
 }
 
@@ -236,7 +228,10 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
 
     // containerd's diff service reads a strata snapshot (`ctr snapshots diff`, what
     // `nerdctl commit` uses): a kept container's changes come back as a layer.
-    env.ctr(ns, &["run", "--snapshotter", "strata", image_ref, "kept", "/bin/sh", "-c", "echo x > /data/added; rm /data/one"]);
+    env.ctr(
+        ns,
+        &["run", "--snapshotter", "strata", image_ref, "kept", "/bin/sh", "-c", "echo x > /data/added; rm /data/one"],
+    );
     // ctr writes the diff blob (gzip) to stdout.
     let diff = Command::new("ctr")
         .arg("-a")

@@ -20,5 +20,6 @@ mod podman;
 mod privileged;
 mod race;
 mod semantics;
+mod snapshotter;
 mod store;
 mod store_root;

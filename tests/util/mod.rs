@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod grpc;
 pub mod images;
 pub mod tree;
 

@@ -2,15 +2,14 @@
 //! (its own root, state, socket and config with the proxy plugin, no CRI), runc, and
 //! `strata snapshotter` on a temporary socket. Images are built by the test.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use strata::core::Digest;
-use strata::snapshotter::SNAPSHOT_REF;
 use strata::snapshotter::proto::containerd::services::snapshots::v1::PrepareSnapshotRequest;
+use strata::snapshotter::{CRI_MANIFEST, SNAPSHOT_REF};
 use strata_testkit::images::{Blob, docker_oci, tar_dir};
 
 use crate::util::grpc::snapshots_client;
@@ -70,6 +69,8 @@ impl Env {
             .arg("--address")
             .arg(&sock)
             .args(["--driver", self.driver])
+            .arg("--content-store")
+            .arg(self.path("containerd-root/io.containerd.content.v1.content"))
             .stderr(log)
             .spawn()
             .expect("start strata snapshotter");
@@ -175,7 +176,13 @@ fn chains(layers: &[Blob]) -> Vec<String> {
 
 /// What containerd's unpacker (pull, CRI) sends for a layer: a Prepare through
 /// containerd's own API with the layer's ChainID in `containerd.io/snapshot.ref`.
-fn prepare_as_the_unpacker(env: &Env, namespace: &str, chain: &str, parent: &str) -> tonic::Status {
+fn prepare_as_the_unpacker(
+    env: &Env,
+    namespace: &str,
+    chain: &str,
+    parent: &str,
+    extra: &[(&str, &str)],
+) -> tonic::Status {
     let sock = env.path("containerd.sock");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     runtime.block_on(async move {
@@ -184,7 +191,11 @@ fn prepare_as_the_unpacker(env: &Env, namespace: &str, chain: &str, parent: &str
             snapshotter: "strata".into(),
             key: format!("extract-strata-test {chain}"),
             parent: parent.into(),
-            labels: HashMap::from([(SNAPSHOT_REF.to_owned(), chain.to_owned())]),
+            labels: [(SNAPSHOT_REF, chain)]
+                .iter()
+                .chain(extra)
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         });
         request.metadata_mut().insert("containerd-namespace", namespace.parse().expect("header"));
         client.prepare(request).await.expect_err("the chain is in strata's store")
@@ -302,11 +313,13 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
     // containerd's unpacker asks for its chains.
     let (layout_b, archive_b, layers_b) = image(&env.path("b"), "b");
     env.strata(&["unpack", layout_b.to_str().expect("utf-8")]);
-    let before = env.strata(&["snapshots", "ls"]).lines().count();
+    // Committed snapshots only: containers' snapshots go when containerd's gc runs.
+    let committed = |env: &Env| env.strata(&["snapshots", "ls"]).lines().filter(|l| l.contains("committed")).count();
+    let before = committed(&env);
     env.ctr("fast", &["images", "import", "--no-unpack", archive_b.to_str().expect("utf-8")]);
     let mut parent = String::new();
     for chain in chains(&layers_b) {
-        let status = prepare_as_the_unpacker(&env, "fast", &chain, &parent);
+        let status = prepare_as_the_unpacker(&env, "fast", &chain, &parent, &[]);
         assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
         parent = chain;
     }
@@ -315,13 +328,35 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
         &["run", "--snapshotter", "strata", "--rm", "docker.io/library/strata-ctr-b:1", "c3", "/bin/cat", "/data/one"],
     );
     assert_eq!(out.trim_end(), "one b");
-    assert_eq!(env.strata(&["snapshots", "ls"]).lines().count(), before, "no layer was unpacked again");
+    assert_eq!(committed(&env), before, "no layer was unpacked again");
     let log = env.log();
     assert_eq!(log.matches("layer already in the store").count(), 3, "{log}");
     assert!(
         !log.lines().any(|l| l.contains("prepared key=fast/") && l.contains("extract")),
         "containerd applied a layer:\n{log}"
     );
+
+    // With CRI's annotations, a pulled image strata never saw is unpacked by strata from
+    // containerd's content store: the first Prepare unpacks every fetched layer.
+    let (layout_c, archive_c, layers_c) = image(&env.path("c"), "c");
+    env.ctr("cri", &["images", "import", "--no-unpack", archive_c.to_str().expect("utf-8")]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout_c.join("index.json")).expect("index.json")).expect("json");
+    let manifest = index["manifests"][0]["digest"].as_str().expect("manifest digest").to_owned();
+    let mut parent = String::new();
+    for chain in chains(&layers_c) {
+        let labels = [(CRI_MANIFEST, manifest.as_str())];
+        let status = prepare_as_the_unpacker(&env, "cri", &chain, &parent, &labels);
+        assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}\n{}", env.log());
+        parent = chain;
+    }
+    let image_c = "docker.io/library/strata-ctr-c:1";
+    let out = env
+        .ctr("cri", &["run", "--snapshotter", "strata", "--rm", image_c, "c4", "/bin/cat", "/data/one", "/data/three"]);
+    assert_eq!(out.trim_end(), "one c\nthree");
+    let log = env.log();
+    assert_eq!(log.matches("unpacked by strata from containerd's content store").count(), 1, "{log}");
+    assert_eq!(log.matches("layer already in the store").count(), 3 + 2, "{log}");
     drop(snapshotter);
 }
 

@@ -10,7 +10,7 @@ use strata::snapshotter::proto::containerd::services::snapshots::v1::{
     self as pb, CommitSnapshotRequest, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
     StatSnapshotRequest, UpdateSnapshotRequest, UsageRequest, ViewSnapshotRequest,
 };
-use strata::snapshotter::{Driver, serve};
+use strata::snapshotter::{Options, serve};
 use strata::store::Store;
 use tonic::Code;
 
@@ -48,7 +48,7 @@ where
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn({
             let sock = sock.clone();
-            async move { serve(store, &sock, Driver::Overlay, async { stopped.await.unwrap_or(()) }).await }
+            async move { serve(store, &sock, Options::default(), async { stopped.await.unwrap_or(()) }).await }
         });
         while !sock.exists() {
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;

@@ -20,6 +20,12 @@ pub struct SnapshotterArgs {
     /// overlayfs when it works here.
     #[arg(long, value_enum, default_value_t = Driver::Auto)]
     driver: Driver,
+    /// containerd's content store (e.g. /var/lib/containerd/io.containerd.content.v1.content).
+    /// With CRI's snapshot annotations on (`disable_snapshot_annotations = false`), strata
+    /// unpacks the layers of a pull from there with its own engine (every fetched layer
+    /// at once, digests verified) instead of letting containerd apply them one by one.
+    #[arg(long, value_name = "DIR")]
+    content_store: Option<PathBuf>,
 }
 
 pub fn run(args: SnapshotterArgs, root: &RootArgs) -> anyhow::Result<()> {
@@ -59,7 +65,8 @@ pub fn run(args: SnapshotterArgs, root: &RootArgs) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: finishing requests in flight, then stopping"),
             }
         };
-        strata_snapshotter::serve(store, &args.address, driver, stop).await
+        let options = strata_snapshotter::Options { driver, content_store: args.content_store };
+        strata_snapshotter::serve(store, &args.address, options, stop).await
     })
     .with_context(|| format!("serving the snapshotter on {}", args.address.display()))
 }

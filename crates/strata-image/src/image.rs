@@ -28,4 +28,15 @@ impl Image {
             })
         }
     }
+
+    /// Opens the image whose manifest (or index) is blob `digest` in the content store
+    /// at `root` (`blobs/sha256/<hex>`, as containerd's `io.containerd.content.v1.content`).
+    /// Every blob is checked against its digest as with a layout; layer blobs may be
+    /// missing (a pull still fetching): [`Image::has_layer_blob`] says.
+    ///
+    /// # Errors
+    /// As [`Image::open`].
+    pub fn from_content_store(root: &Path, digest: &strata_core::Digest, selector: &Selector) -> Result<Image> {
+        oci::read_from_content_store(Arc::new(Source::new(root)?), digest, selector)
+    }
 }

@@ -20,6 +20,9 @@ pub enum Format {
     DockerLegacy,
     /// `docker save` of Docker >= 25: an OCI layout plus `manifest.json`.
     DockerOci,
+    /// A content store (`blobs/sha256/<hex>`, as containerd keeps one), read from a
+    /// manifest or index digest.
+    ContentStore,
 }
 
 impl fmt::Display for Format {
@@ -28,6 +31,7 @@ impl fmt::Display for Format {
             Format::OciLayout => "OCI image layout",
             Format::DockerLegacy => "docker save (legacy)",
             Format::DockerOci => "docker save (OCI)",
+            Format::ContentStore => "content store",
         })
     }
 }
@@ -102,6 +106,12 @@ impl Image {
             });
         }
         Ok(reader)
+    }
+
+    /// Whether layer `layer`'s blob is in the source (a content store being filled by a
+    /// pull may not hold it yet).
+    pub fn has_layer_blob(&self, layer: &Layer) -> bool {
+        self.source.exists(&layer.path)
     }
 
     /// The ChainID of each layer, bottom first.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, ImageConfiguration, ImageIndex, ImageManifest};
+use strata_core::Digest;
 
 use crate::error::{Error, Result};
 use crate::model::{Format, Image, Layer, Selector};
@@ -60,6 +61,27 @@ pub fn read(source: Arc<Source>, selector: &Selector) -> Result<Image> {
         }
     };
     resolve(source, chosen, name, selector, 0)
+}
+
+/// Reads the image whose manifest (or index, then chosen by platform) is blob `digest`
+/// of a content store (`blobs/sha256/<hex>` with no `index.json`: containerd's
+/// `io.containerd.content.v1.content`).
+pub fn read_from_content_store(source: Arc<Source>, digest: &Digest, selector: &Selector) -> Result<Image> {
+    let what = format!("manifest {digest}");
+    let bytes = read_json_blob(&source, digest, &what)?;
+    // The document names its own type (both OCI and Docker v2 manifests and indexes do).
+    let value: serde_json::Value = parse_json(&source, &what, &bytes)?;
+    let media_type = value.get("mediaType").and_then(serde_json::Value::as_str).unwrap_or(MANIFEST_TYPES[0]);
+    let size = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+    let oci_digest = digest.to_string().parse::<oci_spec::image::Digest>().map_err(|e| Error::Invalid {
+        image: source.path().to_owned(),
+        what: what.clone(),
+        reason: e.to_string(),
+    })?;
+    let desc = Descriptor::new(media_type.into(), size, oci_digest);
+    let mut image = resolve(source, desc, digest.to_string(), selector, 0)?;
+    image.format = Format::ContentStore;
+    Ok(image)
 }
 
 fn resolve(source: Arc<Source>, desc: Descriptor, name: String, selector: &Selector, depth: usize) -> Result<Image> {

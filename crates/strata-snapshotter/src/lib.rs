@@ -26,7 +26,7 @@
 //! let store = Arc::new(strata_store::Store::open("/var/lib/strata")?);
 //! let stop = async { tokio::signal::ctrl_c().await.ok(); };
 //! let socket = "/run/strata/snapshotter.sock".as_ref();
-//! strata_snapshotter::serve(store, socket, strata_snapshotter::Driver::Overlay, stop).await?;
+//! strata_snapshotter::serve(store, socket, strata_snapshotter::Options::default(), stop).await?;
 //! # Ok(()) }
 //! ```
 //!
@@ -38,6 +38,7 @@
 //!   address = "/run/strata/snapshotter.sock"
 //! ```
 
+mod content;
 mod filter;
 mod mounts;
 mod service;
@@ -48,6 +49,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use content::CRI_MANIFEST;
 pub use mounts::FUSE_TYPE;
 pub use service::{SNAPSHOT_REF, Snapshotter};
 pub use socket::bind;
@@ -81,6 +83,23 @@ pub enum Driver {
     Fuse,
 }
 
+/// How the service behaves.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// How unions are mounted.
+    pub driver: Driver,
+    /// containerd's content store (`/var/lib/containerd/io.containerd.content.v1.content`):
+    /// when set, layers of a CRI pull are unpacked by strata from there (see
+    /// [`CRI_MANIFEST`]) instead of applied by containerd.
+    pub content_store: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { driver: Driver::Overlay, content_store: None }
+    }
+}
+
 /// Errors of serving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -100,13 +119,13 @@ pub enum Error {
 pub async fn serve(
     store: Arc<Store>,
     address: &Path,
-    driver: Driver,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), Error> {
     let bound = socket::bind(address)?;
-    tracing::info!(address = %address.display(), store = %store.root().display(), ?driver, "serving containerd's Snapshots service");
+    tracing::info!(address = %address.display(), store = %store.root().display(), driver = ?options.driver, content_store = ?options.content_store, "serving containerd's Snapshots service");
     let service = proto::containerd::services::snapshots::v1::snapshots_server::SnapshotsServer::new(Snapshotter::new(
-        store, driver,
+        store, options,
     ));
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(bound.listener()?);
     let served =

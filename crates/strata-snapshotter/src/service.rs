@@ -3,19 +3,21 @@
 //! by side while SQLite serialises the writes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use strata_store::{Info, Kind, Store};
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
+use crate::content::{self, CRI_MANIFEST};
 use crate::filter::{self, Filter};
 use crate::proto::containerd::services::snapshots::v1 as pb;
 use crate::proto::containerd::services::snapshots::v1::snapshots_server::Snapshots;
 use crate::status::from_store;
-use crate::{Driver, mounts};
+use crate::{Driver, Options, mounts};
 
 /// The label by which containerd's unpacker names the ChainID a Prepare is for; a
 /// snapshotter that already holds that chain answers `AlreadyExists` and containerd
@@ -30,12 +32,13 @@ const LIST_BATCH: usize = 100;
 pub struct Snapshotter {
     store: Arc<Store>,
     driver: Driver,
+    content_store: Option<Arc<PathBuf>>,
 }
 
 impl Snapshotter {
-    /// The service for `store`, handing out unions mounted with `driver`.
-    pub fn new(store: Arc<Store>, driver: Driver) -> Snapshotter {
-        Snapshotter { store, driver }
+    /// The service for `store`.
+    pub fn new(store: Arc<Store>, options: Options) -> Snapshotter {
+        Snapshotter { store, driver: options.driver, content_store: options.content_store.map(Arc::new) }
     }
 
     async fn run<T: Send + 'static>(
@@ -111,12 +114,27 @@ impl Snapshots for Snapshotter {
         let r = request.into_inner();
         require("key", &r.key)?;
         let driver = self.driver;
+        let content_store = self.content_store.clone();
         let mounts = self
             .run(move |store| {
                 if let Some(target) = r.labels.get(SNAPSHOT_REF) {
                     if let Some(name) = existing_chain(store, target, &r.parent)? {
                         info!(key = %r.key, chain = %target, snapshot = %name, "layer already in the store: not unpacked again");
                         return Err(Status::already_exists(format!("target snapshot {target:?} exists as {name:?}")));
+                    }
+                    if let (Some(root), Some(manifest)) = (content_store, r.labels.get(CRI_MANIFEST)) {
+                        match content::unpack_through(store, &root, manifest, target) {
+                            Ok(true) => {
+                                if let Some(name) = existing_chain(store, target, &r.parent)? {
+                                    info!(key = %r.key, chain = %target, snapshot = %name, "unpacked by strata from containerd's content store");
+                                    return Err(Status::already_exists(format!(
+                                        "target snapshot {target:?} exists as {name:?}"
+                                    )));
+                                }
+                            }
+                            Ok(false) => debug!(chain = %target, %manifest, "not in the content store yet: containerd applies it"),
+                            Err(e) => warn!(chain = %target, %manifest, "containerd applies the layer; unpacking it from the content store failed: {e}"),
+                        }
                     }
                 }
                 let spec = store

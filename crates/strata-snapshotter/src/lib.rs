@@ -11,8 +11,12 @@
 //!   another namespace) is never unpacked twice: Prepare answers `AlreadyExists` for the
 //!   chain containerd's unpacker names in the `containerd.io/snapshot.ref` label, as
 //!   remote snapshotters (stargz, nydus) do, and containerd skips the layer;
+//! - with containerd's content store at hand ([`Options::content_store`]) and CRI's
+//!   snapshot annotations on, layers of a pull are unpacked by strata's engine instead
+//!   of applied by containerd;
 //! - mounts follow containerd's overlay snapshotter (bind for a lone layer, overlayfs
-//!   with `index=off` otherwise), planned by strata-overlay.
+//!   with `index=off` otherwise), planned by strata-overlay, or are strata-fuse unions
+//!   containerd mounts through `mount.fuse3` ([`Driver::Fuse`]).
 //!
 //! The gRPC code is generated at build time from containerd's published `.proto`
 //! contract (`proto/`) with tonic and prost; protox compiles the files in Rust, so no

@@ -174,6 +174,9 @@ struct Workload {
     layouts: Vec<(&'static str, PathBuf)>,
     /// The gzip layout as an OCI archive (for `ctr images import`).
     gzip_archive: PathBuf,
+    /// The same with a busybox layer on top, so `ctr run` has `/bin/true` to run
+    /// (`None` without busybox-static).
+    runnable_archive: Option<PathBuf>,
     gz: Vec<PathBuf>,
     zst: Vec<PathBuf>,
     tar: Vec<PathBuf>,
@@ -247,11 +250,12 @@ fn prepare(args: &UnpackBench, work: &Path) -> anyhow::Result<Workload> {
     if !status.is_ok_and(|s| s.success()) {
         bail!("tar could not archive the gzip image layout");
     }
+    let runnable_archive = runnable_archive(work, &tars, &gz)?;
     let bytes: u64 = tars.iter().map(|t| t.len() as u64).sum();
     let entries = tars.iter().map(|t| count_entries(t)).sum::<usize>();
     let description = json!({"source": source, "layers": tars.len(), "uncompressed_bytes": bytes, "entries": entries,
         "dir": work.display().to_string(), "runs": args.common.runs, "drop_caches": args.common.drop_caches});
-    Ok(Workload { layouts, gzip_archive, gz, zst, tar, bytes, description })
+    Ok(Workload { layouts, gzip_archive, runnable_archive, gz, zst, tar, bytes, description })
 }
 
 fn decompress(blob: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -271,6 +275,38 @@ fn count_entries(tar: &[u8]) -> usize {
         n += 1;
     }
     n
+}
+
+/// The gzip image plus a top layer with `/bin/busybox` and `/bin/true`, archived for
+/// `ctr images import`; `None` when this host has no static busybox.
+fn runnable_archive(work: &Path, tars: &[Vec<u8>], gz: &[PathBuf]) -> anyhow::Result<Option<PathBuf>> {
+    if !Path::new("/bin/busybox").is_file() {
+        return Ok(None);
+    }
+    let root = work.join("busybox-layer");
+    std::fs::create_dir_all(root.join("bin"))?;
+    std::fs::copy("/bin/busybox", root.join("bin/busybox"))?;
+    let _ = std::fs::remove_file(root.join("bin/true"));
+    std::os::unix::fs::symlink("busybox", root.join("bin/true"))?;
+    let tar = work.join("busybox-layer.tar");
+    let status = Command::new("tar").arg("-C").arg(&root).arg("-cf").arg(&tar).arg("bin").status();
+    if !status.is_ok_and(|s| s.success()) {
+        bail!("tar could not archive the busybox layer");
+    }
+    let tar_bytes = std::fs::read(&tar)?;
+    let gz_path = work.join("busybox-layer.tar.gz");
+    std::fs::write(&gz_path, workload::gzip(&tar_bytes))?;
+    let mut tars = tars.to_vec();
+    tars.push(tar_bytes);
+    let mut gz = gz.to_vec();
+    gz.push(gz_path);
+    let layout = write_layout(&work.join("image-gzip-run"), &tars, &gz, "application/vnd.oci.image.layer.v1.tar+gzip")?;
+    let archive = work.join("image-gzip-run.tar");
+    let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status();
+    if !status.is_ok_and(|s| s.success()) {
+        bail!("tar could not archive the runnable image layout");
+    }
+    Ok(Some(archive))
 }
 
 /// An OCI layout over already-written layer blobs, tagged `bench` (umoci's
@@ -413,10 +449,49 @@ fn tools(args: &UnpackBench, w: &Workload) -> anyhow::Result<(Vec<Tool>, Vec<Ski
                 c
             }),
             hooks: Some(Box::new(containerd::Daemon {
-                archive: w.gzip_archive.clone(),
-                child: std::sync::Mutex::new(None),
+                archive: Some(w.gzip_archive.clone()),
+                ..containerd::Daemon::default()
             })),
         }),
+    }
+    let strata_run = "strata snapshotter: ctr images import + first ctr run (gzip)".to_owned();
+    let ctd_run = "containerd: ctr images import + first ctr run, overlayfs snapshotter (gzip)".to_owned();
+    let missing = ["containerd", "ctr", "runc"].iter().find(|p| !installed(p));
+    match (missing, rustix::process::geteuid().is_root(), &w.runnable_archive) {
+        (Some(missing), _, _) => {
+            for row in [strata_run, ctd_run] {
+                skipped.push((row, format!("{missing} not installed (apt install containerd runc)")));
+            }
+        }
+        (None, false, _) => {
+            for row in [strata_run, ctd_run] {
+                skipped.push((row, "a private containerd needs root".into()));
+            }
+        }
+        (None, true, None) => {
+            for row in [strata_run, ctd_run] {
+                skipped.push((row, "no /bin/busybox to run in the image (apt install busybox-static)".into()));
+            }
+        }
+        (None, true, Some(archive)) => {
+            tools.push(Tool {
+                name: strata_run.clone(),
+                pair: strata_run.clone(),
+                bytes: w.bytes,
+                command: containerd::import_and_run(containerd::STRATA, archive.clone()),
+                hooks: Some(Box::new(containerd::Daemon {
+                    strata: Some(exe.clone()),
+                    ..containerd::Daemon::default()
+                })),
+            });
+            tools.push(Tool {
+                name: ctd_run,
+                pair: strata_run,
+                bytes: w.bytes,
+                command: containerd::import_and_run("overlayfs", archive.clone()),
+                hooks: Some(Box::new(containerd::Daemon::default())),
+            });
+        }
     }
     Ok((tools, skipped))
 }

@@ -10,7 +10,7 @@ use strata::snapshotter::proto::containerd::services::snapshots::v1::{
     self as pb, CommitSnapshotRequest, ListSnapshotsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
     StatSnapshotRequest, UpdateSnapshotRequest, UsageRequest, ViewSnapshotRequest,
 };
-use strata::snapshotter::{Options, serve};
+use strata::snapshotter::{HOLDERS, Options, SNAPSHOT_REF, serve};
 use strata::store::Store;
 use tonic::Code;
 
@@ -137,6 +137,14 @@ fn the_service_keeps_containerd_s_contract() {
         assert_eq!(list(&mut c, "parent==l1,kind==view").await, ["v"]);
         let bad = c.list(ListSnapshotsRequest { snapshotter: "strata".into(), filters: vec!["size>1".into()] }).await;
         assert_eq!(bad.err().map(|e| e.code()), Some(Code::InvalidArgument));
+        // strata's own labels are neither shown nor settable.
+        let sneaky = UpdateSnapshotRequest {
+            snapshotter: "strata".into(),
+            info: Some(pb::Info { name: "l1".into(), labels: labels(&[(HOLDERS, "99")]), ..Default::default() }),
+            update_mask: None,
+        };
+        let got = c.update(sneaky).await.expect("update").into_inner().info.expect("info");
+        assert!(got.labels.is_empty(), "{:?}", got.labels);
         c.usage(UsageRequest { snapshotter: "strata".into(), key: "b".into() }).await.expect("usage");
 
         for key in ["b", "v", "l1"] {
@@ -212,4 +220,35 @@ fn a_live_socket_is_never_taken_over() {
     assert!(Path::new(&sock).exists());
     strata::snapshotter::bind(&sock).expect("stale socket replaced").remove();
     assert!(!sock.exists());
+}
+
+#[test]
+fn a_snapshot_several_namespaces_hold_goes_with_the_last() {
+    with_service(|sock| async move {
+        let mut c = snapshots_client(&sock).await;
+        let remove = |key: &str| RemoveSnapshotRequest { snapshotter: "strata".into(), key: key.into() };
+        let stat = |key: &str| StatSnapshotRequest { snapshotter: "strata".into(), key: key.into() };
+        // Namespace a pulls a layer; b and c then pull it too and take the fast path.
+        let chain = "sha256:0123";
+        c.prepare(prepare("a/1/extract-1 sha256:0123", "")).await.expect("prepare");
+        let request = CommitSnapshotRequest {
+            labels: labels(&[(SNAPSHOT_REF, chain)]),
+            ..commit("a/2/sha256:0123", "a/1/extract-1 sha256:0123")
+        };
+        c.commit(request).await.expect("commit");
+        for ns in ["b", "c"] {
+            let request = PrepareSnapshotRequest {
+                labels: labels(&[(SNAPSHOT_REF, chain)]),
+                ..prepare(&format!("{ns}/1/extract-2 sha256:0123"), "")
+            };
+            assert_eq!(c.prepare(request).await.expect_err("fast path").code(), Code::AlreadyExists);
+        }
+        // Each namespace's gc removes it once; it stays until the last one does.
+        for _ in 0..2 {
+            c.remove(remove("a/2/sha256:0123")).await.expect("release");
+            c.stat(stat("a/2/sha256:0123")).await.expect("still held");
+        }
+        c.remove(remove("a/2/sha256:0123")).await.expect("last release");
+        assert_eq!(c.stat(stat("a/2/sha256:0123")).await.expect_err("gone").code(), Code::NotFound);
+    });
 }

@@ -44,6 +44,7 @@
 
 mod content;
 mod filter;
+mod holders;
 mod mounts;
 mod service;
 mod socket;
@@ -54,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use content::CRI_MANIFEST;
+pub use holders::HOLDERS;
 pub use mounts::FUSE_TYPE;
 pub use service::{SNAPSHOT_REF, Snapshotter};
 pub use socket::bind;

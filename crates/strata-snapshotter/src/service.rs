@@ -14,6 +14,7 @@ use tracing::{debug, info, warn};
 
 use crate::content::{self, CRI_MANIFEST};
 use crate::filter::{self, Filter};
+use crate::holders;
 use crate::proto::containerd::services::snapshots::v1 as pb;
 use crate::proto::containerd::services::snapshots::v1::snapshots_server::Snapshots;
 use crate::status::from_store;
@@ -77,7 +78,7 @@ fn to_proto(info: Info) -> pb::Info {
         kind: kind as i32,
         created_at: time(info.created),
         updated_at: time(info.updated),
-        labels: info.labels.into_iter().collect(),
+        labels: info.labels.into_iter().filter(|(k, _)| !holders::is_reserved(k)).collect(),
     }
 }
 
@@ -95,11 +96,10 @@ fn existing_chain(store: &Store, target: &str, parent: &str) -> Result<Option<St
             .find(|i| fits(i) && i.labels.get(SNAPSHOT_REF).map(String::as_str) == Some(target)),
     };
     let Some(found) = found else { return Ok(None) };
-    if found.labels.get(SNAPSHOT_REF).map(String::as_str) != Some(target) {
-        let mut labels = found.labels.clone();
-        labels.insert(SNAPSHOT_REF.to_owned(), target.to_owned());
-        store.update(&found.key, labels).map_err(|e| from_store(&e))?;
-    }
+    let mut labels = found.labels.clone();
+    labels.insert(SNAPSHOT_REF.to_owned(), target.to_owned());
+    holders::adopted(&mut labels);
+    store.update(&found.key, labels).map_err(|e| from_store(&e))?;
     Ok(Some(found.key))
 }
 
@@ -183,8 +183,14 @@ impl Snapshots for Snapshotter {
         let r = request.into_inner();
         require("name", &r.name)?;
         self.run(move |store| {
-            let labels = (!r.labels.is_empty()).then(|| labels_of(r.labels));
-            store.commit_with_labels(&r.name, &r.key, labels.as_ref()).map_err(|e| from_store(&e))?;
+            // Labels given at commit replace the active snapshot's (containerd's rule).
+            let mut labels = if r.labels.is_empty() {
+                store.stat(&r.key).map_err(|e| from_store(&e))?.labels
+            } else {
+                labels_of(r.labels)
+            };
+            holders::committed(&mut labels);
+            store.commit_with_labels(&r.name, &r.key, Some(&labels)).map_err(|e| from_store(&e))?;
             info!(key = %r.key, name = %r.name, "committed");
             Ok(())
         })
@@ -195,6 +201,11 @@ impl Snapshots for Snapshotter {
     async fn remove(&self, request: Request<pb::RemoveSnapshotRequest>) -> Result<Response<()>, Status> {
         let r = request.into_inner();
         self.run(move |store| {
+            let info = store.stat(&r.key).map_err(|e| from_store(&e))?;
+            if holders::release(store, &info)? {
+                info!(key = %r.key, "released by one namespace; others still hold it");
+                return Ok(());
+            }
             store.remove(&r.key).map_err(|e| from_store(&e))?;
             info!(key = %r.key, "removed");
             Ok(())
@@ -221,7 +232,8 @@ impl Snapshots for Snapshotter {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let info = self
             .run(move |store| {
-                let mut labels = store.stat(&new.name).map_err(|e| from_store(&e))?.labels;
+                let old = store.stat(&new.name).map_err(|e| from_store(&e))?.labels;
+                let mut labels = old.clone();
                 if paths.is_empty() {
                     labels = labels_of(new.labels.clone());
                 }
@@ -240,6 +252,7 @@ impl Snapshots for Snapshotter {
                         )));
                     }
                 }
+                holders::keep_reserved(&old, &mut labels);
                 debug!(key = %new.name, "labels updated");
                 store.update(&new.name, labels).map_err(|e| from_store(&e))
             })

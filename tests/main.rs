@@ -6,6 +6,7 @@ mod bench;
 mod builders;
 mod cli;
 mod containerd;
+mod diff;
 mod flat_diff;
 mod formats;
 mod fuse;

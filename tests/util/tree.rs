@@ -49,7 +49,8 @@ impl Tree {
             } else if ft.is_symlink() {
                 ("symlink", std::fs::read_link(entry.path()).expect("readlink").to_string_lossy().into_owned())
             } else if ft.is_file() {
-                let data = std::fs::read(entry.path()).expect("read");
+                let data =
+                    std::fs::read(entry.path()).unwrap_or_else(|e| panic!("read {}: {e}", entry.path().display()));
                 ("file", format!("{} bytes sha256 {:x}", data.len(), Sha256::digest(&data)))
             } else if ft.is_char_device() {
                 ("char", format!("{}:{}", rustix::fs::major(md.rdev()), rustix::fs::minor(md.rdev())))

@@ -81,6 +81,15 @@ pub enum Error {
     #[error("invalid digest {0:?}: expected sha256:<64 lower-case hex digits>")]
     InvalidDigest(String),
 
+    /// An upper dir holds something a layer cannot express (diff).
+    #[error("{path:?} in the upper dir: {reason}")]
+    Unrepresentable {
+        /// The union path.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
     /// Options given to a builder do not fit together.
     #[error("invalid options: {0}")]
     Options(String),

@@ -43,6 +43,7 @@
 //! ```
 
 mod apply;
+pub mod diff;
 mod digest;
 mod error;
 pub mod ovl;

@@ -403,7 +403,15 @@ impl Union {
         let key = key.to_str().ok_or(Errno::NODATA)?;
         let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
-        sys::get_xattr(dir.as_fd(), &name, key)?.ok_or_else(|| Errno::NODATA.into())
+        match sys::get_xattr(dir.as_fd(), &name, key) {
+            Ok(Some(value)) => Ok(value),
+            Ok(None) => Err(Errno::NODATA.into()),
+            // A layer on a filesystem without xattrs (ramfs) has none: ENODATA, as a
+            // file there would say through overlayfs. EOPNOTSUPP would make the kernel
+            // fail every open once it asks for the file's ACL.
+            Err(e) if e.raw_os_error() == Some(Errno::NOTSUP.raw_os_error()) => Err(Errno::NODATA.into()),
+            Err(e) => Err(e),
+        }
     }
 
     /// The xattr names a caller may see: never the overlay's own, and `trusted.*` only
@@ -412,7 +420,11 @@ impl Union {
         let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
         let mut out = Vec::new();
-        for key in sys::list_xattrs(dir.as_fd(), &name)? {
+        let keys = match sys::list_xattrs(dir.as_fd(), &name) {
+            Err(e) if e.raw_os_error() == Some(Errno::NOTSUP.raw_os_error()) => Vec::new(),
+            keys => keys?,
+        };
+        for key in keys {
             let hidden = is_overlay_xattr(key.as_bytes()) || (!privileged && key.starts_with("trusted."));
             if !hidden {
                 out.extend_from_slice(key.as_bytes());

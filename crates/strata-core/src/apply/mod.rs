@@ -11,7 +11,7 @@ mod dir_cache;
 mod dir_finish;
 mod engine;
 mod lower;
-mod meta;
+pub(crate) mod meta;
 mod parents;
 mod report;
 mod tree;

@@ -1,5 +1,5 @@
-//! A small tar writer: the layers that tests, benches and the demo build, and (later)
-//! the layers `diff` emits.
+//! A small tar writer: the layers that tests, benches and the demo build, and the
+//! layers `diff` emits (file data streamed, [`Builder::append_reader`]).
 //!
 //! [`Builder`] writes ustar headers and adds a PAX header only when a field does not fit
 //! (long paths, large ids, sub-second times, xattrs), as Go's archive/tar and containerd
@@ -28,6 +28,33 @@ impl<W: Write> Builder<W> {
     /// # Errors
     /// Fails when writing to the output fails.
     pub fn append(&mut self, entry: &Entry, data: &[u8]) -> io::Result<()> {
+        self.header(entry, data.len() as u64)?;
+        self.write_padded(data)
+    }
+
+    /// Appends `entry` with exactly `size` bytes streamed from `data`.
+    ///
+    /// # Errors
+    /// Reading or writing fails, or `data` ends before `size` bytes (a file that shrank
+    /// while it was read): the archive is then unusable.
+    pub fn append_reader(&mut self, entry: &Entry, size: u64, data: &mut impl io::Read) -> io::Result<()> {
+        self.header(entry, size)?;
+        let copied = io::copy(&mut io::Read::take(&mut *data, size), &mut self.out)?;
+        if copied != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!(
+                    "{} shrank while it was archived ({copied} of {size} bytes)",
+                    String::from_utf8_lossy(&entry.path)
+                ),
+            ));
+        }
+        let pad = ((BLOCK as u64 - size % BLOCK as u64) % BLOCK as u64) as usize;
+        self.out.write_all(&[0u8; BLOCK][..pad])
+    }
+
+    /// Writes the (PAX and) ustar header(s) of `entry` for `size` data bytes.
+    fn header(&mut self, entry: &Entry, size: u64) -> io::Result<()> {
         let mut records = Vec::new();
         let link = entry.link.as_deref().unwrap_or_default();
         let (name, prefix) = split_ustar_name(&entry.path).unwrap_or((&[][..], &[][..]));
@@ -66,7 +93,7 @@ impl<W: Write> Builder<W> {
             name,
             prefix,
             link: if link.len() > 100 { &[] } else { link },
-            size: data.len() as u64,
+            size,
             mode: entry.mode,
             uid: entry.uid.min(0o7777777),
             gid: entry.gid.min(0o7777777),
@@ -75,8 +102,7 @@ impl<W: Write> Builder<W> {
         }
         .block();
         set_checksum(&mut block);
-        self.out.write_all(&block)?;
-        self.write_padded(data)
+        self.out.write_all(&block)
     }
 
     /// The output written so far (e.g. to add bytes between entries).

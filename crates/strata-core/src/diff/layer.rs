@@ -1,0 +1,145 @@
+//! A layer blob written while it is hashed and compressed: the walk produces the tar on
+//! the calling thread; another thread hashes it (the diff_id), compresses it, hashes
+//! the blob (the digest) and writes it out, as unpacking splits the work the other way.
+
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use super::{DiffOptions, DiffReport, write_tar};
+use crate::digest::{Digest, Hasher};
+use crate::stream::Compression;
+use crate::{Error, Result};
+
+const CHUNK: usize = 256 * 1024;
+const DEPTH: usize = 8;
+
+/// What [`write_layer`] wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayerOutput {
+    /// The digest of the uncompressed tar (the config's `diff_id`).
+    pub diff_id: Digest,
+    /// The digest of the blob as written (the manifest's layer digest).
+    pub digest: Digest,
+    /// The blob's size in bytes.
+    pub size: u64,
+    /// What the walk wrote.
+    pub report: DiffReport,
+}
+
+/// Writes the layer of upper dir `upper` to `out`, compressed with `compression`
+/// (gzip at level 6 as `docker push` and containerd use, zstd at level 3 as containerd
+/// does). gzip headers carry no time or name, so the bytes depend only on the tree.
+///
+/// # Errors
+/// As [`write_tar`], or compressing or writing `out` fails.
+pub fn write_layer<W: Write + Send>(
+    upper: &Path,
+    options: &DiffOptions,
+    compression: Compression,
+    out: W,
+) -> Result<LayerOutput> {
+    let (send, receive) = sync_channel::<Vec<u8>>(DEPTH);
+    std::thread::scope(|scope| {
+        let worker = scope.spawn(move || compress(receive, compression, out));
+        let walked = write_tar(upper, options, ChunkWriter { send, buf: Vec::with_capacity(CHUNK) });
+        // The sender is gone once write_tar returns: the worker sees the end.
+        let written = worker.join().map_err(|_| io::Error::other("the compression thread panicked"));
+        // A failed blob write is the cause of the walk's broken pipe: report it first.
+        let (diff_id, digest, size) = written.and_then(|r| r).map_err(|source| Error::Io {
+            op: "write layer blob",
+            path: upper.to_path_buf(),
+            source,
+        })?;
+        Ok(LayerOutput { diff_id, digest, size, report: walked? })
+    })
+}
+
+/// Hands the tar bytes to the worker in chunks.
+struct ChunkWriter {
+    send: SyncSender<Vec<u8>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChunkWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.flush()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            self.send.send(chunk).map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the layer writer stopped"))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for ChunkWriter {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// Counts and hashes what goes to the blob.
+struct Hashing<W> {
+    out: W,
+    hasher: Hasher,
+    size: u64,
+}
+
+impl<W: Write> Write for Hashing<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(data)?;
+        self.hasher.update(&data[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+fn compress<W: Write>(
+    chunks: Receiver<Vec<u8>>,
+    compression: Compression,
+    out: W,
+) -> io::Result<(Digest, Digest, u64)> {
+    let mut diff_id = Hasher::new();
+    let blob = Hashing { out, hasher: Hasher::new(), size: 0 };
+    let blob = match compression {
+        Compression::Gzip => {
+            let mut gz = flate2::GzBuilder::new().write(blob, flate2::Compression::new(6));
+            for chunk in chunks {
+                diff_id.update(&chunk);
+                gz.write_all(&chunk)?;
+            }
+            gz.finish()?
+        }
+        Compression::Zstd => {
+            let mut zst = zstd::stream::write::Encoder::new(blob, 3)?;
+            for chunk in chunks {
+                diff_id.update(&chunk);
+                zst.write_all(&chunk)?;
+            }
+            zst.finish()?
+        }
+        _ => {
+            let mut plain = blob;
+            for chunk in chunks {
+                diff_id.update(&chunk);
+                plain.write_all(&chunk)?;
+            }
+            plain
+        }
+    };
+    let Hashing { mut out, hasher, size } = blob;
+    out.flush()?;
+    Ok((diff_id.finish(), hasher.finish(), size))
+}

@@ -15,7 +15,7 @@ use strata::core::ovl::XattrNamespace;
 use crate::util::{MountGuard, Tree, apply_flat, require_fuse, require_privileged, run};
 
 /// The lower layer: something for every kind of change.
-fn lower(dir: &Path) {
+pub(crate) fn lower(dir: &Path) {
     for (path, body) in [
         ("etc/conf", "a=1\n"),
         ("etc/keep", "keep\n"),
@@ -36,7 +36,7 @@ fn lower(dir: &Path) {
 }
 
 /// The changes, made through the mount `m`.
-fn change(m: &Path, xattrs: bool) {
+pub(crate) fn change(m: &Path, xattrs: bool) {
     fs::create_dir_all(m.join("new/sub")).expect("mkdir");
     fs::write(m.join("new/sub/x"), "new").expect("add");
     fs::OpenOptions::new()
@@ -81,7 +81,7 @@ fn change(m: &Path, xattrs: bool) {
 
 /// The tree without its root (whose times a diff does not carry) and without `links`
 /// on the merged side's copied-up files (see the caller).
-fn tree(root: &Path) -> Tree {
+pub(crate) fn tree(root: &Path) -> Tree {
     let mut t = Tree::of(root);
     t.0.remove("");
     t

@@ -5,6 +5,7 @@ mod util;
 mod bench;
 mod builders;
 mod cli;
+mod commit;
 mod containerd;
 mod diff;
 mod flat_diff;

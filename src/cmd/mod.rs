@@ -2,6 +2,7 @@
 
 mod apply;
 mod bench;
+mod commit;
 mod images;
 mod mount;
 mod progress;
@@ -31,6 +32,10 @@ pub enum Command {
     Umount(mount::UmountArgs),
     /// List what strata has mounted.
     Ps(mount::PsArgs),
+    /// List what a container changed (`A`/`C`/`D` per path, as `docker diff`).
+    Diff(commit::DiffArgs),
+    /// Save a container's changes as a new image (an OCI layout) on the image it came from.
+    Commit(commit::CommitArgs),
     /// Show what this host supports for mounts.
     Info(mount::InfoArgs),
     /// Serve the store to containerd as a snapshotter (proxy plugin, gRPC on a unix socket).
@@ -66,6 +71,8 @@ impl Command {
             Command::Umount(args) => mount::umount(args, root),
             Command::Ps(args) => mount::ps(args, root),
             Command::Info(args) => mount::info(args, root),
+            Command::Diff(args) => commit::diff(args, root),
+            Command::Commit(args) => commit::commit(args, root),
             Command::Snapshotter(args) => snapshotter::run(args, root),
             Command::Bench(args) => bench::run(args),
         }

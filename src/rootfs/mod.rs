@@ -6,7 +6,8 @@
 //! mount, a view for a read-only one, so `gc` and `rmi` never remove layers under a live
 //! mount), claims it in the store (a writable layer is mounted at most once), picks the
 //! driver ([`Driver::Auto`]: kernel overlayfs when it works here, else strata-fuse) and
-//! mounts. [`unmount`] undoes it, only for mounts the store recorded.
+//! mounts. [`unmount`] undoes it, only for mounts the store recorded. [`commit`] turns a
+//! writable layer back into an image layer on its base image, in an OCI layout.
 //!
 //! ```no_run
 //! use strata::rootfs::{MountOptions, Progress, UnmountOptions, mount_image, unmount};
@@ -21,12 +22,14 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod commit;
 mod driver;
 mod error;
 mod fuse;
 mod lifecycle;
 mod unpack;
 
+pub use commit::{CommitOptions, Committed, commit};
 pub use driver::{Driver, MountedWith, choose_driver};
 pub use error::{Error, Result};
 pub use fuse::{FuseDaemon, fuse_options, mount_fuse};

@@ -71,6 +71,7 @@ pub fn unpack_image(
         config_digest: image.config_digest.to_string(),
         top_chain: outcome.chains.last().map(ToString::to_string),
         created: now(),
+        source: std::fs::canonicalize(image.source_path()).ok().map(|p| p.display().to_string()),
     })?;
     Ok(outcome)
 }

@@ -118,6 +118,7 @@ pub fn read(source: Arc<Source>, selector: &Selector) -> Result<Image> {
         config_digest,
         platform,
         layers,
+        config_path: entry.config.clone(),
         source,
     })
 }

@@ -1,5 +1,5 @@
 //! Writing OCI image layouts: the one writer strata uses (the demo image, `strata
-//! bench`, the test kit) and the coming `commit`.
+//! bench`, the test kit, `strata commit`).
 //!
 //! Blobs are content-addressed (`blobs/sha256/<hex>`), so a blob shared by several
 //! images is written once. [`LayoutWriter::finish`] writes `oci-layout` and
@@ -60,6 +60,89 @@ impl LayoutWriter {
         Ok(LayoutWriter { dir: dir.to_owned(), manifests: Vec::new() })
     }
 
+    /// Opens `dir` to add images to it: an existing layout keeps its `index.json`
+    /// entries (one with the same [`REF_NAME`] as a later [`LayoutWriter::add`] is
+    /// replaced); a missing one is created.
+    ///
+    /// # Errors
+    /// The directory cannot be created, or its `index.json` is not an OCI index.
+    pub fn open(dir: &Path) -> io::Result<LayoutWriter> {
+        let mut layout = LayoutWriter::create(dir)?;
+        match std::fs::read(dir.join("index.json")) {
+            Ok(bytes) => {
+                let index: Value = serde_json::from_slice(&bytes).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("{}/index.json: {e}", dir.display()))
+                })?;
+                layout.manifests = index["manifests"].as_array().cloned().unwrap_or_default();
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        Ok(layout)
+    }
+
+    /// Whether blob `digest` is in the layout already.
+    pub fn has_blob(&self, digest: &Digest) -> bool {
+        self.dir.join("blobs/sha256").join(digest.hex()).is_file()
+    }
+
+    /// A fresh path in the layout's blob dir for a blob being written (same filesystem,
+    /// so [`LayoutWriter::adopt_blob`] is a rename).
+    pub fn temp_blob_path(&self) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.dir.join("blobs/sha256").join(format!(".partial-{}-{n}", std::process::id()))
+    }
+
+    /// Moves the finished file `tmp` into place as blob `digest` (synced first: an
+    /// index never names a blob a crash could leave half-written); returns its
+    /// descriptor.
+    ///
+    /// # Errors
+    /// Syncing or renaming fails.
+    pub fn adopt_blob(&self, tmp: &Path, digest: &Digest, size: u64, media_type: &str) -> io::Result<Value> {
+        std::fs::File::open(tmp)?.sync_all()?;
+        std::fs::rename(tmp, self.dir.join("blobs/sha256").join(digest.hex()))?;
+        Ok(json!({"mediaType": media_type, "digest": digest.to_string(), "size": size}))
+    }
+
+    /// Copies blob `digest` from `data` unless the layout has it, checking the bytes
+    /// hash to `digest`; returns its descriptor.
+    ///
+    /// # Errors
+    /// Reading or writing fails, or the bytes are not `digest`.
+    pub fn copy_blob(&self, digest: &Digest, media_type: &str, data: &mut dyn io::Read) -> io::Result<Value> {
+        let path = self.dir.join("blobs/sha256").join(digest.hex());
+        if let Ok(meta) = std::fs::metadata(&path) {
+            return Ok(json!({"mediaType": media_type, "digest": digest.to_string(), "size": meta.len()}));
+        }
+        let tmp = self.temp_blob_path();
+        let copied = (|| {
+            let mut out = std::fs::File::create(&tmp)?;
+            let mut hasher = strata_core::Hasher::new();
+            let mut buf = vec![0u8; 1 << 20];
+            let mut size = 0u64;
+            loop {
+                let n = data.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                io::Write::write_all(&mut out, &buf[..n])?;
+                size += n as u64;
+            }
+            let actual = hasher.finish();
+            if &actual != digest {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("blob {digest} hashes to {actual}")));
+            }
+            self.adopt_blob(&tmp, digest, size, media_type)
+        })();
+        if copied.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        copied
+    }
+
     /// Writes a blob; returns a descriptor (`mediaType`, `digest`, `size`).
     ///
     /// # Errors
@@ -116,6 +199,9 @@ impl LayoutWriter {
     /// Lists `descriptor` in the layout's `index.json` with `annotations` (e.g.
     /// [`REF_NAME`]).
     pub fn add(&mut self, mut descriptor: Value, annotations: &[(&str, &str)]) {
+        if let Some((_, name)) = annotations.iter().find(|(k, _)| *k == REF_NAME) {
+            self.manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(name));
+        }
         if !annotations.is_empty() {
             let map: serde_json::Map<String, Value> =
                 annotations.iter().map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
@@ -131,7 +217,11 @@ impl LayoutWriter {
     pub fn finish(self) -> io::Result<PathBuf> {
         std::fs::write(self.dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#)?;
         let index = json!({"schemaVersion": 2, "mediaType": media::INDEX, "manifests": self.manifests});
-        std::fs::write(self.dir.join("index.json"), serde_json::to_vec(&index).map_err(io::Error::other)?)?;
+        // Replaced whole: a reader never sees half an index.
+        let tmp = self.dir.join(format!(".index.json.{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(&index).map_err(io::Error::other)?)?;
+        std::fs::File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, self.dir.join("index.json"))?;
         Ok(self.dir)
     }
 }

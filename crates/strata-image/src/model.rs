@@ -87,6 +87,9 @@ pub struct Image {
     /// Layers, bottom first.
     pub layers: Vec<Layer>,
     pub(crate) source: Arc<Source>,
+    /// Where the config is in the source (`blobs/sha256/<hex>`, or `<hex>.json` in
+    /// legacy docker-save archives).
+    pub(crate) config_path: String,
 }
 
 impl Image {
@@ -106,6 +109,25 @@ impl Image {
             });
         }
         Ok(reader)
+    }
+
+    /// The image config as stored (checked against its digest).
+    ///
+    /// # Errors
+    /// It is unreadable, too large or does not match its digest.
+    pub fn config_bytes(&self) -> Result<Vec<u8>> {
+        let what = format!("config {}", self.config_digest);
+        let bytes = self.source.read_json_bytes(&self.config_path, &what)?;
+        let actual = Digest::of(&bytes);
+        if actual != self.config_digest {
+            return Err(crate::Error::Digest {
+                image: self.source.path().to_owned(),
+                what,
+                expected: self.config_digest.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        Ok(bytes)
     }
 
     /// Whether layer `layer`'s blob is in the source (a content store being filled by a

@@ -121,6 +121,7 @@ fn resolve(source: Arc<Source>, desc: Descriptor, name: String, selector: &Selec
     check_explicit_platform(&source, selector, &platform)?;
     let layers = layers(&source, &manifest, &config, &what)?;
     Ok(Image {
+        config_path: blob_path(&config_digest),
         name,
         format: Format::OciLayout,
         manifest_digest: Some(digest),

@@ -55,6 +55,12 @@ CREATE TABLE IF NOT EXISTS images (
     top_chain TEXT REFERENCES snapshots(key),
     created INTEGER NOT NULL
 );
+-- Where an image was unpacked from (its layout or archive), for `strata commit` to read
+-- the base image's config and blobs. A table of its own: older stores gain it on open.
+CREATE TABLE IF NOT EXISTS image_sources (
+    name TEXT PRIMARY KEY REFERENCES images(name) ON DELETE CASCADE ON UPDATE CASCADE,
+    path TEXT NOT NULL
+);
 ";
 
 pub(crate) fn err(op: &'static str) -> impl FnOnce(rusqlite::Error) -> Error {
@@ -196,12 +202,23 @@ pub(crate) fn put_image(tx: &Transaction<'_>, image: &ImageRecord) -> Result<()>
         params![image.name, image.manifest_digest, image.config_digest, image.top_chain, image.created],
     )
     .map_err(err("record image"))?;
+    match &image.source {
+        Some(path) => tx.execute(
+            "INSERT INTO image_sources (name, path) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET path = ?2",
+            params![image.name, path],
+        ),
+        None => tx.execute("DELETE FROM image_sources WHERE name = ?1", params![image.name]),
+    }
+    .map_err(err("record image source"))?;
     Ok(())
 }
 
 pub(crate) fn images(tx: &Connection) -> Result<Vec<ImageRecord>> {
     let mut stmt = tx
-        .prepare("SELECT name, manifest_digest, config_digest, top_chain, created FROM images ORDER BY name")
+        .prepare(
+            "SELECT images.name, manifest_digest, config_digest, top_chain, created, image_sources.path
+             FROM images LEFT JOIN image_sources ON image_sources.name = images.name ORDER BY images.name",
+        )
         .map_err(err("list images"))?;
     let rows = stmt
         .query_map([], |r| {
@@ -211,6 +228,7 @@ pub(crate) fn images(tx: &Connection) -> Result<Vec<ImageRecord>> {
                 config_digest: r.get(2)?,
                 top_chain: r.get(3)?,
                 created: r.get(4)?,
+                source: r.get(5)?,
             })
         })
         .map_err(err("list images"))?;

@@ -336,6 +336,54 @@ impl Store {
         usage::of(&fs).map_err(io("measure usage", &fs))
     }
 
+    /// Writes the layer of snapshot `key`: its own dir's changes over its parents, as
+    /// an OCI layer blob compressed with `compression` (see [`strata_core::diff`]).
+    /// The overlay markers are read in the namespace the snapshot is recorded in.
+    ///
+    /// # Errors
+    /// It does not exist, is not active, or the diff fails.
+    pub fn diff(
+        &self,
+        key: &str,
+        options: &strata_core::diff::DiffOptions,
+        compression: strata_core::Compression,
+        out: impl std::io::Write + Send,
+    ) -> Result<strata_core::diff::LayerOutput> {
+        let (upper, options) = self.diff_source(key, options)?;
+        Ok(strata_core::diff::write_layer(&upper, &options, compression, out)?)
+    }
+
+    /// What snapshot `key` changed over its parents, as `docker diff` lists it.
+    ///
+    /// # Errors
+    /// It does not exist, is not active, or a directory cannot be read.
+    pub fn changes(
+        &self,
+        key: &str,
+        options: &strata_core::diff::DiffOptions,
+    ) -> Result<Vec<strata_core::diff::Change>> {
+        let (upper, options) = self.diff_source(key, options)?;
+        let lowers = self.mounts(key)?.lowers;
+        Ok(strata_core::diff::changes(&upper, &lowers, &options)?)
+    }
+
+    fn diff_source(
+        &self,
+        key: &str,
+        options: &strata_core::diff::DiffOptions,
+    ) -> Result<(PathBuf, strata_core::diff::DiffOptions)> {
+        let row = self.row(key)?;
+        if row.info.kind != Kind::Active {
+            return Err(Error::Snapshot {
+                key: key.to_owned(),
+                reason: format!("is {}, only an active snapshot has changes to diff", row.info.kind),
+            });
+        }
+        let xattrs = db::get_ns(&self.conn(), key)?.unwrap_or(self.native);
+        let options = strata_core::diff::DiffOptions { xattrs, ..options.clone() };
+        Ok((self.snapshots_root().join(&row.dir).join("fs"), options))
+    }
+
     /// Every snapshot, oldest first.
     ///
     /// # Errors

@@ -80,6 +80,9 @@ pub struct ImageRecord {
     pub top_chain: Option<String>,
     /// When it was recorded, seconds since the epoch.
     pub created: i64,
+    /// The layout or archive it was unpacked from (absolute), when known: where
+    /// `strata commit` reads the base image's config and layer blobs.
+    pub source: Option<String>,
 }
 
 /// A mount made by a strata command, so `strata ps` and `strata umount` can find it.

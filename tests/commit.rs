@@ -1,0 +1,133 @@
+//! `strata commit` end to end: an image mounted with `strata mount` (kernel overlayfs
+//! and strata-fuse), changed through the mount, committed into an OCI layout, then
+//! unpacked again (by strata and by umoci) must give the tree the mount showed.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use strata_testkit::images::{Blob, oci_layout, tar_dir};
+
+use crate::diff::{change, lower, tree};
+use crate::util::{MountGuard, require_tools, run};
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        let env = Env { dir: tempfile::tempdir().expect("tempdir") };
+        lower(&env.path("rootfs"));
+        oci_layout(&env.path("image"), &[Blob::gzip(tar_dir(&env.path("rootfs")))], "base:1");
+        env
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+
+    fn strata(&self, store: &str, args: &[&str]) -> String {
+        run(Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.path(store)).args(args))
+    }
+
+    /// Mounts the base image with `driver`, makes the changes, and commits them into
+    /// `out` as `reference`; returns the merged view and the commit's JSON.
+    fn mount_change_commit(
+        &self,
+        store: &str,
+        driver: &str,
+        out: &str,
+        reference: &str,
+    ) -> (crate::util::Tree, serde_json::Value) {
+        let mnt = self.path(&format!("mnt-{store}"));
+        let _guard = MountGuard(mnt.clone());
+        let (image, mnt_s) = (self.path("image"), mnt.to_str().expect("utf-8").to_owned());
+        self.strata(store, &["mount", "--driver", driver, image.to_str().expect("utf-8"), &mnt_s]);
+        change(&mnt, true);
+        let view = tree(&mnt);
+        let out = self.path(out);
+        let json = self.strata(
+            store,
+            &["commit", &mnt_s, out.to_str().expect("utf-8"), "--ref", reference, "--json", "-m", "changes"],
+        );
+        self.strata(store, &["umount", &mnt_s]);
+        (view, serde_json::from_str(&json).expect("commit json"))
+    }
+}
+
+fn check_round_trip(driver: &str) {
+    let env = Env::new();
+    let (view, committed) = env.mount_change_commit("store", driver, "out", "app:v2");
+    // strata reads the committed image back: the same tree.
+    let flat = env.path("flat");
+    env.strata(
+        "store",
+        &["unpack", env.path("out").to_str().expect("utf-8"), "--ref", "app:v2", "--to", flat.to_str().expect("utf-8")],
+    );
+    let back = tree(&flat);
+    let diff = view.diff(&back);
+    assert!(diff.is_empty(), "{driver}: merged view vs committed image:\n{}", diff.join("\n"));
+    // The base layer's blob was copied once, the new one added: two layers.
+    let manifest = committed["manifest"].as_str().expect("manifest digest");
+    let bytes = std::fs::read(env.path("out/blobs/sha256").join(&manifest["sha256:".len()..])).expect("manifest");
+    let manifest: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+    assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(2));
+    // umoci reads it too, to the same tree.
+    let bundle = env.path("bundle");
+    run(Command::new("umoci")
+        .args(["unpack", "--image"])
+        .arg(format!("{}:app:v2", env.path("out").display()))
+        .arg(&bundle));
+    let by_umoci = tree(&bundle.join("rootfs"));
+    let diff = back.diff(&by_umoci);
+    assert!(diff.is_empty(), "{driver}: strata vs umoci unpack of the commit:\n{}", diff.join("\n"));
+}
+
+#[test]
+fn privileged_commit_of_a_kernel_overlay_mount_unpacks_to_the_merged_view() {
+    if !require_tools("privileged_commit_of_a_kernel_overlay_mount_unpacks_to_the_merged_view", &["umoci", "cp"]) {
+        return;
+    }
+    check_round_trip("overlay");
+}
+
+#[test]
+fn privileged_commit_of_a_strata_fuse_mount_unpacks_to_the_merged_view() {
+    if !require_tools("privileged_commit_of_a_strata_fuse_mount_unpacks_to_the_merged_view", &["umoci", "cp"]) {
+        return;
+    }
+    check_round_trip("fuse");
+}
+
+/// The same changes committed twice, and from two stores, give the same layer.
+#[test]
+fn privileged_commits_are_reproducible() {
+    if !require_tools("privileged_commits_are_reproducible", &["cp"]) {
+        return;
+    }
+    let env = Env::new();
+    // SOURCE_DATE_EPOCH goes to the strata processes only (tests run in threads).
+    let with_epoch = |store: &str, args: &[&str]| {
+        run(Command::new(env!("CARGO_BIN_EXE_strata"))
+            .env("SOURCE_DATE_EPOCH", "1700000000")
+            .arg("--root")
+            .arg(env.path(store))
+            .args(args))
+    };
+    let mut layers = Vec::new();
+    for store in ["one", "two"] {
+        let mnt = env.path(&format!("mnt-{store}"));
+        let _guard = MountGuard(mnt.clone());
+        let mnt_s = mnt.to_str().expect("utf-8").to_owned();
+        with_epoch(store, &["mount", "--driver", "overlay", env.path("image").to_str().expect("utf-8"), &mnt_s]);
+        change(&mnt, true);
+        for out in ["a", "b"] {
+            let out = env.path(&format!("out-{store}-{out}"));
+            let json = with_epoch(store, &["commit", &mnt_s, out.to_str().expect("utf-8"), "--ref", "r:1", "--json"]);
+            let json: serde_json::Value = serde_json::from_str(&json).expect("json");
+            layers.push((json["layer"]["digest"].as_str().expect("digest").to_owned(), json["manifest"].clone()));
+        }
+        with_epoch(store, &["umount", &mnt_s]);
+    }
+    assert!(layers.windows(2).all(|w| w[0] == w[1]), "layer and manifest digests differ: {layers:#?}");
+}

@@ -13,7 +13,7 @@ use strata::snapshotter::{CRI_MANIFEST, SNAPSHOT_REF};
 use strata_testkit::images::{Blob, docker_oci, tar_dir};
 
 use crate::util::grpc::snapshots_client;
-use crate::util::{require_tools, run};
+use crate::util::{Tree, require_tools, run};
 
 /// A process this test started, killed (SIGKILL, by its PID) and reaped on drop.
 struct Started(Child);
@@ -260,6 +260,30 @@ fn privileged_containerd_runs_containers_on_strata_snapshots() {
     // runc made its mount points in the rootfs (as with containerd's own snapshotter).
     let expected = ["data", "data/.wh.one", "data/added", "dev", "proc", "run", "sys"];
     assert_eq!(entries, expected, "the container's changes as a layer");
+    // strata's own commit of the same snapshot gives the same tree as containerd's diff.
+    let key = env
+        .strata(&["snapshots", "ls"])
+        .lines()
+        .find_map(|l| l.split_whitespace().next().filter(|k| k.ends_with("/kept")).map(str::to_owned))
+        .expect("the kept container's snapshot in strata's store");
+    let (ours, theirs) = (env.path("by-strata"), env.path("by-containerd"));
+    let out = env.path("committed");
+    let s = |p: &Path| p.to_str().expect("utf-8").to_owned();
+    env.strata(&["commit", "--name", &key, &s(&out), "--ref", "kept:1", "--base", &s(&layout)]);
+    env.strata(&["unpack", &s(&out), "--ref", "kept:1", "--to", &s(&ours)]);
+    env.strata(&["unpack", &s(&layout), "--to", &s(&theirs)]);
+    env.strata(&["apply", &s(&blob), &s(&theirs)]);
+    // containerd's diff keeps whole seconds (strata's keeps nanoseconds); the root's
+    // own times are no layer's.
+    let seconds = |root: &Path| {
+        let mut t = Tree::of(root);
+        t.0.remove("");
+        t.0.values_mut().for_each(|n| n.mtime.1 = 0);
+        t
+    };
+    let (a, b) = (seconds(&ours), seconds(&theirs));
+    let differ = a.diff(&b);
+    assert!(differ.is_empty(), "strata commit vs ctr snapshots diff:\n{}", differ.join("\n"));
     env.ctr(ns, &["containers", "rm", "kept"]);
 
     // containerd's view of the snapshots and strata's agree.

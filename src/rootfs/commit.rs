@@ -86,7 +86,7 @@ pub fn commit(store: &Store, options: &CommitOptions) -> Result<Committed> {
         .or_else(|_| Image::open(&source, &Selector::default()))
         .map_err(|e| Error::Refused(format!("reading the base image {}: {e}", source.display())))?;
     let top = image.chain_ids().last().map(ToString::to_string);
-    if top != info.parent {
+    if !sits_on(info.parent.as_deref(), top.as_deref()) {
         return Err(Error::Refused(format!(
             "{} is not the image {:?} was made from (its top layer chain is {}, the writable layer sits on {})",
             source.display(),
@@ -143,6 +143,17 @@ pub fn commit(store: &Store, options: &CommitOptions) -> Result<Committed> {
     layout.add(descriptor, &[(REF_NAME, &options.reference)]);
     layout.finish().map_err(io("write index.json", &options.out))?;
     Ok(Committed { manifest_digest, layer, base: image.name })
+}
+
+/// Whether a writable layer on snapshot `parent` sits on the layer chain `top`: its
+/// parent is that chain (strata's keys), or a containerd key for it (`NS/ID/CHAIN`, how
+/// containerd names the layers it unpacks).
+fn sits_on(parent: Option<&str>, top: Option<&str>) -> bool {
+    match (parent, top) {
+        (None, None) => true,
+        (Some(parent), Some(top)) => parent == top || parent.rsplit('/').next() == Some(top),
+        _ => false,
+    }
 }
 
 /// The OCI media type of a base layer (Docker's types have OCI twins).

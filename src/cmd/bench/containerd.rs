@@ -18,7 +18,7 @@ use super::runner::RunHooks;
 /// The image name `ctr images import` gives (the layout's `io.containerd.image.name`).
 pub const IMAGE: &str = "localhost/strata-bench:latest";
 
-fn socket(scratch: &Path) -> PathBuf {
+pub fn socket(scratch: &Path) -> PathBuf {
     scratch.join("ctd.sock")
 }
 

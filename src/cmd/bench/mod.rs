@@ -1,6 +1,7 @@
 //! `strata bench`: strata side by side with the tools people use today, on the same
 //! bytes, in one run, reported as ratios.
 
+mod commit;
 mod containerd;
 mod mounts;
 mod report;
@@ -38,6 +39,10 @@ enum BenchCommand {
     /// writes. Needs root.
     #[command(alias = "copy-up")]
     Mount(MountBench),
+    /// Saving a container's changes as a layer: `strata commit` vs containerd's `ctr
+    /// snapshots diff` on the same base image and the same changes (a tree of small
+    /// files), time and layer size. Needs root.
+    Commit(CommitBench),
 }
 
 /// Options every bench shares.
@@ -129,11 +134,58 @@ struct UnpackBench {
     common: Common,
 }
 
+#[derive(Debug, clap::Args)]
+#[command(after_help = "Examples:\n  sudo strata bench commit\n  sudo strata bench commit --size 512 --runs 5 --json")]
+struct CommitBench {
+    #[command(flatten)]
+    common: Common,
+}
+
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.command {
         BenchCommand::Unpack(args) => unpack(args),
         BenchCommand::Mount(args) => mount(args),
+        BenchCommand::Commit(args) => commit_bench(args),
     }
+}
+
+fn commit_bench(args: CommitBench) -> anyhow::Result<()> {
+    let c = &args.common;
+    if !rustix::process::geteuid().is_root() {
+        bail!("strata bench commit mounts overlayfs and runs a private containerd: run it as root");
+    }
+    let exe = std::env::current_exe().context("locating the strata binary")?;
+    let work = c.start()?;
+    c.say("preparing the workload");
+    let tars = workload::image(c.size * 1_000_000, c.seed);
+    let dir = work.0.join("layers");
+    std::fs::create_dir_all(&dir)?;
+    let mut blobs = Vec::new();
+    for (i, t) in tars.iter().enumerate() {
+        let p = dir.join(format!("{i}.tar.gz"));
+        std::fs::write(&p, workload::gzip(t))?;
+        blobs.push(p);
+    }
+    let layout = write_layout(&work.0.join("image"), &tars, &blobs, "application/vnd.oci.image.layer.v1.tar+gzip")?;
+    let archive = work.0.join("image.tar");
+    let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status();
+    if !status.is_ok_and(|s| s.success()) {
+        bail!("tar could not archive the image layout");
+    }
+    // The container's changes: half the image's size again, as small files.
+    let changes = workload::layer_under(workload::Shape::SmallFiles, c.size * 500_000, c.seed + 5, "srv/changes", &[]);
+    let changes_tar = dir.join("changes.tar");
+    std::fs::write(&changes_tar, &changes)?;
+    let (tools, mut skipped, sizes) = commit::tools(&exe, &layout, &archive, &changes_tar, changes.len() as u64);
+    let (results, failed) = runner::run_all(&tools, c.runs, &work.0.join("scratch"), c.drop_caches, &|m| c.say(m))?;
+    skipped.extend(failed);
+    let sizes = sizes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let layer_bytes: serde_json::Map<String, serde_json::Value> =
+        sizes.into_iter().map(|(row, bytes)| (row, json!(bytes))).collect();
+    let description = json!({"generated": {"size_mb": c.size, "seed": c.seed}, "changes_bytes": changes.len(),
+        "changes_entries": count_entries(&changes), "layer_bytes": layer_bytes, "runs": c.runs,
+        "dir": work.0.display().to_string()});
+    c.emit(&results, &skipped, "strata bench commit: MB/s of changes written as a gzip layer", description)
 }
 
 fn mount(args: MountBench) -> anyhow::Result<()> {

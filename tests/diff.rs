@@ -201,3 +201,44 @@ fn privileged_diff_reads_the_tar_form_markers_of_an_upper_without_xattrs() {
     assert!(ram.join("upper/etc/.wh.gone").exists(), "the upper dir holds tar-form whiteouts");
     c.check(&ram.join("upper"), config.xattrs, &view);
 }
+
+/// A directory moved with redirect_dir=on (strata-fuse writes `*.overlay.redirect`)
+/// keeps its lower contents at its old path; the layer carries it whole.
+#[test]
+fn privileged_diff_writes_out_directories_moved_with_redirects() {
+    if !require_fuse("privileged_diff_writes_out_directories_moved_with_redirects") {
+        return;
+    }
+    let c = Case::new();
+    for sub in ["upper", "work"] {
+        fs::create_dir(c.path(sub)).expect("mkdir");
+    }
+    let mut config = strata::fuse::UnionConfig::new(vec![c.path("lower")]);
+    config.upper = Some(c.path("upper"));
+    config.work = Some(c.path("work"));
+    config.redirect_dir = strata::fuse::RedirectDir::On;
+    let guard = MountGuard(c.path("mnt"));
+    let mounted = strata::fuse::mount(&config, &c.path("mnt")).expect("mount");
+    let m = c.path("mnt");
+    fs::create_dir(m.join("moved")).expect("mkdir");
+    fs::rename(m.join("data"), m.join("moved/data2")).expect("move a lower dir");
+    fs::remove_file(m.join("moved/data2/dir/a")).expect("rm below the move");
+    fs::write(m.join("moved/data2/dir/new"), "new").expect("add below the move");
+    fs::rename(m.join("usr/bin"), m.join("bin2")).expect("move another");
+    fs::create_dir(m.join("data")).expect("a new dir at the old name");
+    let view = tree(&m);
+    mounted.unmount().expect("unmount");
+    drop(guard);
+    let options = DiffOptions { xattrs: config.xattrs, ..DiffOptions::default() };
+    let mut layer = Vec::new();
+    let refused = write_tar(&c.path("upper"), &options, &mut layer).expect_err("needs the lower layers");
+    assert!(refused.to_string().contains("redirect"), "{refused}");
+    let options = DiffOptions { lowers: vec![c.path("lower")], ..options };
+    let mut layer = Vec::new();
+    write_tar(&c.path("upper"), &options, &mut layer).expect("diff with the lower layers");
+    run(Command::new("cp").arg("-a").arg(c.path("lower/.")).arg(c.path("base")));
+    apply_flat(&layer, &c.path("base")).expect("apply");
+    let applied = tree(&c.path("base"));
+    let diff = view.diff(&applied);
+    assert!(diff.is_empty(), "merged view vs lower + diff:\n{}", diff.join("\n"));
+}

@@ -348,3 +348,24 @@ fn parallel_unpack_failure_commits_the_layers_below_and_nothing_else() {
         "staged layers above discarded"
     );
 }
+
+/// An embedding runtime's commit: the layer blob, then the committed snapshot.
+#[test]
+fn commit_with_layer_writes_the_blob_and_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = strata::store::Store::open(dir.path().join("store")).expect("store");
+    store.prepare("ctr", None, Default::default()).expect("prepare");
+    let upper = store.snapshot_dir("ctr").expect("dir");
+    std::fs::write(upper.join("hello"), "world").expect("write");
+    let mut blob = Vec::new();
+    let options = strata::core::diff::DiffOptions::default();
+    let layer = store
+        .commit_with_layer("layer-1", "ctr", &options, strata::core::Compression::Gzip, &mut blob)
+        .expect("commit with layer");
+    assert_eq!(layer.digest, strata::core::Digest::of(&blob));
+    assert_eq!(layer.report.entries, 1);
+    assert_eq!(store.stat("layer-1").expect("committed").kind, strata::store::Kind::Committed);
+    let flat = dir.path().join("flat");
+    crate::util::apply_flat(&blob, &flat).expect("the blob is a layer");
+    assert_eq!(std::fs::read_to_string(flat.join("hello")).expect("read"), "world");
+}

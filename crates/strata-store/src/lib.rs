@@ -353,6 +353,26 @@ impl Store {
         Ok(strata_core::diff::write_layer(&upper, &options, compression, out)?)
     }
 
+    /// Commits active snapshot `key` as committed snapshot `name` and writes its layer
+    /// blob to `out` first (containerd's Commit plus the layer an image needs): an
+    /// embedding runtime's `commit` without the CLI. When the blob cannot be written,
+    /// nothing is committed.
+    ///
+    /// # Errors
+    /// As [`Store::diff`] and [`Store::commit`].
+    pub fn commit_with_layer(
+        &self,
+        name: &str,
+        key: &str,
+        options: &strata_core::diff::DiffOptions,
+        compression: strata_core::Compression,
+        out: impl std::io::Write + Send,
+    ) -> Result<strata_core::diff::LayerOutput> {
+        let layer = self.diff(key, options, compression, out)?;
+        self.commit(name, key)?;
+        Ok(layer)
+    }
+
     /// What snapshot `key` changed over its parents, as `docker diff` lists it.
     ///
     /// # Errors
@@ -363,8 +383,7 @@ impl Store {
         options: &strata_core::diff::DiffOptions,
     ) -> Result<Vec<strata_core::diff::Change>> {
         let (upper, options) = self.diff_source(key, options)?;
-        let lowers = self.mounts(key)?.lowers;
-        Ok(strata_core::diff::changes(&upper, &lowers, &options)?)
+        Ok(strata_core::diff::changes(&upper, &options.lowers, &options)?)
     }
 
     fn diff_source(
@@ -380,7 +399,8 @@ impl Store {
             });
         }
         let xattrs = db::get_ns(&self.conn(), key)?.unwrap_or(self.native);
-        let options = strata_core::diff::DiffOptions { xattrs, ..options.clone() };
+        let lowers = self.mounts(key)?.lowers;
+        let options = strata_core::diff::DiffOptions { xattrs, lowers, ..options.clone() };
         Ok((self.snapshots_root().join(&row.dir).join("fs"), options))
     }
 

@@ -1,6 +1,6 @@
 //! From an upper dir back to a layer: the inverse of the apply engine.
 //!
-//! [`write_tar`] walks an upper dir (only it: the lower layers are never read) in any
+//! [`write_tar`] walks an upper dir (the lower layers are read only below a redirect) in any
 //! form strata writes or reads — overlayfs's char 0/0 whiteouts and
 //! `trusted|user.overlay.opaque` dirs, or the tar form's `.wh.NAME` files and
 //! `.wh..wh..opq` markers on filesystems without xattrs — and writes an OCI layer tar:
@@ -14,9 +14,10 @@
 //! [`write_layer`] compresses and hashes on another thread, as unpacking does.
 //!
 //! A directory moved with `redirect_dir` (a `*.overlay.redirect` xattr) keeps its lower
-//! contents elsewhere; writing it as a layer needs the lower layers, so it is refused
-//! with the path named. Sparse files are written with their holes as zeros (the tar
-//! reader takes old-GNU sparse entries, but no PAX form common readers agree on).
+//! contents at its old path; the layer carries it as an opaque dir with everything the
+//! mount shows below it, read from the lower layers ([`DiffOptions::lowers`]). Sparse
+//! files are written with their holes as zeros (the tar reader takes old-GNU sparse
+//! entries, but no PAX form common readers agree on).
 //!
 //! ```
 //! use strata_core::diff::{DiffOptions, write_tar};
@@ -53,11 +54,19 @@ pub struct DiffOptions {
     pub source_date_epoch: Option<i64>,
     /// Union paths (relative, e.g. `etc/hosts`) left out with everything below them.
     pub exclude: Vec<PathBuf>,
+    /// The lower layers (top-most first). Read only below a directory moved with
+    /// `redirect_dir`, whose lower contents the layer must carry in full.
+    pub lowers: Vec<PathBuf>,
 }
 
 impl Default for DiffOptions {
     fn default() -> DiffOptions {
-        DiffOptions { xattrs: XattrNamespace::native(), source_date_epoch: None, exclude: Vec::new() }
+        DiffOptions {
+            xattrs: XattrNamespace::native(),
+            source_date_epoch: None,
+            exclude: Vec::new(),
+            lowers: Vec::new(),
+        }
     }
 }
 

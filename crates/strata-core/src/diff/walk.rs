@@ -1,10 +1,10 @@
 //! The walk of an upper dir that writes its layer: depth first, names in byte order,
 //! every call fd-relative and never following a symlink.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -45,6 +45,22 @@ pub fn write_tar<W: Write>(upper: &Path, options: &DiffOptions, out: W) -> Resul
 fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Error {
     let path = path.to_path_buf();
     move |source| Error::Io { op, path, source }
+}
+
+/// Where an entry of a merged dir comes from.
+#[derive(Debug, Clone, Copy)]
+enum Source {
+    Upper,
+    Lower(usize),
+    Hidden,
+}
+
+/// How to go below a directory.
+enum Descend {
+    /// The upper dir only (the normal case: a layer holds changes).
+    Upper,
+    /// Below a redirect: everything the mount shows, merging the lower dir at `lower`.
+    Merged { lower: PathBuf, upper: bool },
 }
 
 struct Walk<'a, W: Write> {
@@ -111,40 +127,80 @@ impl<W: Write> Walk<'_, W> {
             wh.extend_from_slice(bytes);
             return self.whiteout(wh, &st);
         }
-        let mut entry = self.base_entry(path, &st);
-        entry.xattrs = self.xattrs(dir, name, &full)?;
-        match sys::file_type(&st) {
+        self.emit(dir, name, path, &st, &full, Descend::Upper)
+    }
+
+    /// Writes one real entry (`name` in `dir`, stat `st`) and, for a directory, what is
+    /// below it as `descend` says.
+    fn emit(
+        &mut self,
+        dir: BorrowedFd<'_>,
+        name: &OsStr,
+        path: &mut Vec<u8>,
+        st: &Stat,
+        full: &Path,
+        descend: Descend,
+    ) -> Result<()> {
+        let mut entry = self.base_entry(path, st);
+        entry.xattrs = self.xattrs(dir, name, full)?;
+        match sys::file_type(st) {
             FileType::Directory => {
-                let child = sys::open_child_dir(dir, name).map_err(io_err("open dir", &full))?;
-                if crate::ovl::redirect::read(child.as_fd(), OsStr::new(""), self.options.xattrs, Path::new(""))
-                    .map_err(io_err("read redirect", &full))?
-                    .is_some()
-                {
-                    return Err(Error::Unrepresentable {
-                        path: full,
-                        reason: "a directory moved with redirect_dir keeps its lower contents elsewhere; \
-                                 a layer of it needs the lower layers (not supported yet)"
-                            .into(),
-                    });
-                }
+                let child = sys::open_child_dir(dir, name).map_err(io_err("open dir", full))?;
                 entry.kind = EntryKind::Dir;
                 self.append(&entry, &[])?;
-                if whiteout::is_opaque(child.as_fd(), OsStr::new(""), self.options.xattrs)
-                    .map_err(io_err("read opaque marker", &full))?
-                {
-                    self.opaque(path, &st)?;
+                let opaque = whiteout::is_opaque(child.as_fd(), OsStr::new(""), self.options.xattrs)
+                    .map_err(io_err("read opaque marker", full))?;
+                match descend {
+                    Descend::Upper => {
+                        let parent = Path::new(OsStr::from_bytes(path)).parent().unwrap_or(Path::new(""));
+                        let redirect =
+                            crate::ovl::redirect::read(child.as_fd(), OsStr::new(""), self.options.xattrs, parent)
+                                .map_err(io_err("read redirect", full))?;
+                        match redirect {
+                            // A dir moved with redirect_dir: its lower contents are at the
+                            // target. The layer makes the new path opaque and writes the
+                            // whole merged dir there.
+                            Some(target) if !opaque => {
+                                self.opaque(path, st)?;
+                                self.merged_dir(Some(child.as_fd()), &target.path, path, full)
+                            }
+                            _ => {
+                                if opaque {
+                                    self.opaque(path, st)?;
+                                }
+                                self.dir(child.as_fd(), path)
+                            }
+                        }
+                    }
+                    // Below a redirect everything is written out: an upper dir merges the
+                    // lower dir at its lower path (unless opaque), a lower dir the layers below.
+                    Descend::Merged { lower, upper: true } => {
+                        let redirect = crate::ovl::redirect::read(
+                            child.as_fd(),
+                            OsStr::new(""),
+                            self.options.xattrs,
+                            lower.parent().unwrap_or(Path::new("")),
+                        )
+                        .map_err(io_err("read redirect", full))?;
+                        let lower = redirect.map_or(lower, |t| t.path);
+                        if opaque {
+                            self.dir_merged_upper_only(child.as_fd(), path, full)
+                        } else {
+                            self.merged_dir(Some(child.as_fd()), &lower, path, full)
+                        }
+                    }
+                    Descend::Merged { lower, upper: false } => self.merged_dir(None, &lower, path, full),
                 }
-                self.dir(child.as_fd(), path)
             }
-            FileType::RegularFile => self.file(dir, name, &full, entry, &st),
+            FileType::RegularFile => self.file(dir, name, full, entry, st),
             FileType::Symlink => {
-                let target = sys::read_link(dir, name).map_err(io_err("read link", &full))?;
+                let target = sys::read_link(dir, name).map_err(io_err("read link", full))?;
                 entry.kind = EntryKind::Symlink;
                 entry.link = Some(target.as_bytes().to_vec());
                 self.append(&entry, &[])
             }
             FileType::CharacterDevice | FileType::BlockDevice => {
-                let char = sys::file_type(&st) == FileType::CharacterDevice;
+                let char = sys::file_type(st) == FileType::CharacterDevice;
                 entry.kind = if char { EntryKind::CharDevice } else { EntryKind::BlockDevice };
                 entry.device = (u64::from(rustix::fs::major(st.st_rdev)), u64::from(rustix::fs::minor(st.st_rdev)));
                 self.append(&entry, &[])
@@ -159,6 +215,127 @@ impl<W: Write> Walk<'_, W> {
                 Ok(())
             }
         }
+    }
+
+    /// An opaque upper dir below a redirect: only its own entries, written out.
+    fn dir_merged_upper_only(&mut self, dir: BorrowedFd<'_>, path: &mut Vec<u8>, full: &Path) -> Result<()> {
+        self.merged_children(Some(dir), None, path, full)
+    }
+
+    /// The children of a dir whose lower contents (at `lower` in the lower layers) are
+    /// written too, merged with `upper`'s as a mount shows them.
+    fn merged_dir(
+        &mut self,
+        upper: Option<BorrowedFd<'_>>,
+        lower: &Path,
+        path: &mut Vec<u8>,
+        full: &Path,
+    ) -> Result<()> {
+        if self.options.lowers.is_empty() {
+            return Err(Error::Unrepresentable {
+                path: full.to_path_buf(),
+                reason: "a directory moved with redirect_dir keeps its lower contents elsewhere: \
+                         writing its layer needs the lower layers (DiffOptions::lowers)"
+                    .into(),
+            });
+        }
+        self.merged_children(upper, Some(lower), path, full)
+    }
+
+    fn merged_children(
+        &mut self,
+        upper: Option<BorrowedFd<'_>>,
+        lower: Option<&Path>,
+        path: &mut Vec<u8>,
+        full: &Path,
+    ) -> Result<()> {
+        // name -> where it comes from; the top-most layer decides, whiteouts hide.
+        let mut names: BTreeMap<Vec<u8>, Source> = BTreeMap::new();
+        if let Some(dir) = upper {
+            let readable = sys::open_child_dir_readable(dir, OsStr::new("")).map_err(io_err("open dir", full))?;
+            for name in sys::list_dir(readable.as_fd()).map_err(io_err("list dir", full))? {
+                let bytes = name.as_bytes();
+                if let Some(target) = whiteout::whited_out_name(&name) {
+                    names.entry(target.as_bytes().to_vec()).or_insert(Source::Hidden);
+                } else if !bytes.starts_with(whiteout::AUFS_META_PREFIX) {
+                    let st = sys::lstat(dir, &name).map_err(io_err("stat", full))?.ok_or_else(|| vanished(full))?;
+                    let source = if whiteout::is_whiteout(&st) { Source::Hidden } else { Source::Upper };
+                    names.insert(bytes.to_vec(), source);
+                }
+            }
+        }
+        let lower_dirs = match lower {
+            Some(lower) => self.lower_dirs(lower, full)?,
+            None => Vec::new(),
+        };
+        for (layer, dir) in &lower_dirs {
+            let readable =
+                sys::open_child_dir_readable(dir.as_fd(), OsStr::new("")).map_err(io_err("open lower dir", full))?;
+            for name in sys::list_dir(readable.as_fd()).map_err(io_err("list lower dir", full))? {
+                let bytes = name.as_bytes();
+                if let Some(target) = whiteout::whited_out_name(&name) {
+                    names.entry(target.as_bytes().to_vec()).or_insert(Source::Hidden);
+                } else if !bytes.starts_with(whiteout::AUFS_META_PREFIX) && !names.contains_key(bytes) {
+                    let st = sys::lstat(dir.as_fd(), &name).map_err(io_err("stat", full))?;
+                    let hidden = st.as_ref().is_none_or(whiteout::is_whiteout);
+                    names.insert(bytes.to_vec(), if hidden { Source::Hidden } else { Source::Lower(*layer) });
+                }
+            }
+        }
+        for (name, source) in names {
+            let mark = path.len();
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(&name);
+            let name = OsStr::from_bytes(&name);
+            let child_full = full.join(name);
+            let done = match source {
+                Source::Hidden => Ok(()),
+                _ if self.excluded(path) => Ok(()),
+                Source::Upper => {
+                    let dir = upper.expect("upper entries come from an upper dir");
+                    let st = sys::lstat(dir, name)
+                        .map_err(io_err("stat", &child_full))?
+                        .ok_or_else(|| vanished(&child_full))?;
+                    let lower = lower.map_or_else(PathBuf::new, |l| l.join(name));
+                    self.emit(dir, name, path, &st, &child_full, Descend::Merged { lower, upper: true })
+                }
+                Source::Lower(layer) => {
+                    let dir = &lower_dirs.iter().find(|(l, _)| *l == layer).expect("listed above").1;
+                    let st = sys::lstat(dir.as_fd(), name)
+                        .map_err(io_err("stat", &child_full))?
+                        .ok_or_else(|| vanished(&child_full))?;
+                    let lower = lower.map_or_else(PathBuf::new, |l| l.join(name));
+                    self.emit(dir.as_fd(), name, path, &st, &child_full, Descend::Merged { lower, upper: false })
+                }
+            };
+            path.truncate(mark);
+            done?;
+        }
+        Ok(())
+    }
+
+    /// The lower layers' copies of dir `lower` (top-most first) that a mount merges: down
+    /// to the first non-directory or opaque one.
+    fn lower_dirs(&self, lower: &Path, full: &Path) -> Result<Vec<(usize, OwnedFd)>> {
+        let mut out = Vec::new();
+        for (i, root) in self.options.lowers.iter().enumerate() {
+            let layer = sys::open_dir_nofollow(root).map_err(io_err("open lower layer", root))?;
+            let dir = match sys::open_dir_beneath(layer.as_fd(), lower.as_os_str()) {
+                Ok(dir) => dir,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => continue,
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => break,
+                Err(e) => return Err(io_err("open lower dir", full)(e)),
+            };
+            let opaque = whiteout::is_opaque(dir.as_fd(), OsStr::new(""), self.options.xattrs)
+                .map_err(io_err("read opaque marker", full))?;
+            out.push((i, dir));
+            if opaque {
+                break;
+            }
+        }
+        Ok(out)
     }
 
     fn file(&mut self, dir: BorrowedFd<'_>, name: &OsStr, full: &Path, mut entry: Entry, st: &Stat) -> Result<()> {

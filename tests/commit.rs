@@ -131,3 +131,37 @@ fn privileged_commits_are_reproducible() {
     }
     assert!(layers.windows(2).all(|w| w[0] == w[1]), "layer and manifest digests differ: {layers:#?}");
 }
+
+/// Files injected with --init-file show in the mount but never in a commit.
+#[test]
+fn privileged_init_files_are_never_committed() {
+    if !require_tools("privileged_init_files_are_never_committed", &["cp"]) {
+        return;
+    }
+    let env = Env::new();
+    let hosts = env.path("hosts");
+    std::fs::write(&hosts, "127.0.0.1 container\n").expect("hosts");
+    let mnt = env.path("mnt");
+    let _guard = MountGuard(mnt.clone());
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    let init = format!("etc/hosts={}", s(&hosts));
+    env.strata("store", &["mount", "--driver", "overlay", "--init-file", &init, &s(&env.path("image")), &s(&mnt)]);
+    assert_eq!(std::fs::read_to_string(mnt.join("etc/hosts")).expect("injected"), "127.0.0.1 container\n");
+    std::fs::write(mnt.join("etc/changed"), "by the container").expect("write");
+    let diff = env.strata("store", &["diff", &s(&mnt)]);
+    assert!(diff.contains("A /etc/changed") && !diff.contains("hosts"), "{diff}");
+    env.strata("store", &["commit", &s(&mnt), &s(&env.path("out")), "--ref", "c:1"]);
+    // Remounting refreshes the init file; the writable layer is kept.
+    std::fs::write(&hosts, "10.0.0.1 container\n").expect("hosts");
+    env.strata("store", &["umount", &s(&mnt)]);
+    env.strata("store", &["mount", "--driver", "overlay", "--init-file", &init, &s(&env.path("image")), &s(&mnt)]);
+    assert_eq!(std::fs::read_to_string(mnt.join("etc/hosts")).expect("refreshed"), "10.0.0.1 container\n");
+    assert!(mnt.join("etc/changed").exists(), "the writable layer was kept");
+    env.strata("store", &["umount", "--rm", &s(&mnt)]);
+    let left = env.strata("store", &["snapshots", "ls"]);
+    assert!(!left.contains(":init"), "the init layer goes with its writable layer:\n{left}");
+    let flat = env.path("flat");
+    env.strata("store", &["unpack", &s(&env.path("out")), "--ref", "c:1", "--to", &s(&flat)]);
+    assert!(flat.join("etc/changed").exists());
+    assert!(!flat.join("etc/hosts").exists(), "the injected file is not in the committed image");
+}

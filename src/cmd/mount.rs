@@ -39,6 +39,11 @@ pub struct MountArgs {
     /// Which image of the source: NAME:TAG, a tag, or @sha256:<digest>.
     #[arg(long = "ref", value_name = "REF")]
     reference: Option<String>,
+    /// Put file SRC at PATH in the rootfs, in an init layer below the writable layer
+    /// (as Docker does for /etc/hosts): `strata commit` never takes it. Repeatable;
+    /// given again on a later mount, the files are refreshed.
+    #[arg(long = "init-file", value_name = "PATH=SRC", value_parser = parse_init_file)]
+    init_files: Vec<(PathBuf, PathBuf)>,
     /// Platform to pick from a multi-platform image (default: this host's).
     #[arg(long, value_name = "OS/ARCH[/VARIANT]")]
     platform: Option<Platform>,
@@ -49,6 +54,17 @@ pub struct MountArgs {
     image: PathBuf,
     /// The directory to mount on (created if missing).
     target: PathBuf,
+}
+
+fn parse_init_file(value: &str) -> Result<(PathBuf, PathBuf), String> {
+    let (path, src) = value.split_once('=').ok_or_else(|| format!("{value:?}: expected PATH=SRC"))?;
+    if path.is_empty() || src.is_empty() {
+        return Err(format!("{value:?}: expected PATH=SRC"));
+    }
+    if !Path::new(src).is_file() {
+        return Err(format!("{src}: not a file"));
+    }
+    Ok((PathBuf::from(path), PathBuf::from(src)))
 }
 
 pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
@@ -65,6 +81,7 @@ pub fn mount(args: MountArgs, root: &RootArgs) -> anyhow::Result<()> {
         driver: args.driver,
         name: args.name.clone(),
         fuse_daemon: crate::fuse_daemon()?,
+        init_files: args.init_files.clone(),
         ..MountOptions::default()
     };
     if let Some(jobs) = args.jobs {

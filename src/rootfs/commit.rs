@@ -66,6 +66,13 @@ pub fn commit(store: &Store, options: &CommitOptions) -> Result<Committed> {
     if info.kind != Kind::Active {
         return Err(Error::Refused(format!("{:?} is {}, not a writable layer", options.key, info.kind)));
     }
+    // A writable layer on an init layer is committed on the image below it: the
+    // injected files are never part of an image.
+    let parent = match info.parent.as_deref() {
+        Some(p) if super::init_layer::is_init_layer(store, p) => store.stat(p)?.parent,
+        _ => info.parent.clone(),
+    };
+    let info = strata_store::Info { parent, ..info };
     let record = store.images()?.into_iter().find(|i| i.top_chain == info.parent);
     let source = match (&options.base, record.as_ref().and_then(|r| r.source.clone())) {
         (Some(base), _) => base.clone(),

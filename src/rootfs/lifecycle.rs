@@ -11,6 +11,7 @@ use strata_store::{Kind, MountRecord, Store, UnpackOptions, UnpackOutcome};
 
 use super::driver::{Driver, MountedWith, choose_driver};
 use super::fuse::{FuseDaemon, mount_fuse};
+use super::init_layer;
 use super::unpack::{Progress, now, unpack_image};
 use super::{Error, Result};
 
@@ -28,6 +29,9 @@ pub struct MountOptions {
     pub unpack: UnpackOptions,
     /// The strata-fuse daemon to start for [`Driver::Fuse`].
     pub fuse_daemon: FuseDaemon,
+    /// Files injected per container (rootfs path, source file), kept in an init layer
+    /// below the writable layer so a commit never takes them (see `init_layer.rs`).
+    pub init_files: Vec<(PathBuf, PathBuf)>,
 }
 
 /// A mount made by [`mount_image`].
@@ -92,15 +96,40 @@ pub fn mount_image(
         (key, spec)
     } else {
         let key = options.name.clone().unwrap_or_else(|| default_name(&target));
+        let init = init_layer::init_key(&key);
+        let on_image = |parent: Option<&str>| {
+            parent == Some(top.as_str())
+                || parent == Some(init.as_str()) && store.stat(&init).is_ok_and(|i| i.parent.as_deref() == Some(&top))
+        };
+        let files = options
+            .init_files
+            .iter()
+            .map(|(path, src)| Ok((init_layer::check_path(path)?, src.clone())))
+            .collect::<Result<Vec<_>>>()?;
         let spec = match store.stat(&key) {
-            Ok(info) if info.kind != Kind::Active || info.parent.as_deref() != Some(top.as_str()) => {
+            Ok(info)
+                if info.kind == Kind::Active && !files.is_empty() && info.parent.as_deref() == Some(top.as_str()) =>
+            {
+                return Err(Error::Refused(format!(
+                    "writable layer {key:?} was made without init files; --init-file needs a new one (another --name, or `strata umount --rm` first)"
+                )));
+            }
+            Ok(info) if info.kind == Kind::Active && !files.is_empty() && on_image(info.parent.as_deref()) => {
+                init_layer::ensure(store, &key, &top, &files)?;
+                store.mounts(&key)?
+            }
+            Ok(info) if info.kind != Kind::Active || !on_image(info.parent.as_deref()) => {
                 return Err(Error::Refused(format!(
                     "writable layer {key:?} exists for another image ({}); pick another name or `strata snapshots rm {key}`",
                     info.parent.as_deref().unwrap_or("no parent")
                 )));
             }
             Ok(_) => store.mounts(&key)?,
-            Err(strata_store::Error::NotFound { .. }) => store.prepare(&key, Some(&top), labels)?,
+            Err(strata_store::Error::NotFound { .. }) if files.is_empty() => store.prepare(&key, Some(&top), labels)?,
+            Err(strata_store::Error::NotFound { .. }) => {
+                let parent = init_layer::ensure(store, &key, &top, &files)?;
+                store.prepare(&key, Some(&parent), labels)?
+            }
             Err(e) => return Err(e.into()),
         };
         (key, spec)
@@ -191,7 +220,14 @@ fn release(store: &Store, record: &MountRecord, remove_layer: bool) -> Result<Op
             Ok(None)
         }
         Some(key) if remove_layer && store.stat(key).is_ok() => {
+            let parent = store.stat(key)?.parent;
             store.remove(key)?;
+            // Its init layer goes with it (nothing else sits on it).
+            if let Some(parent) =
+                parent.filter(|p| *p == init_layer::init_key(key) && init_layer::is_init_layer(store, p))
+            {
+                store.remove(&parent)?;
+            }
             Ok(Some(key.clone()))
         }
         _ => Ok(None),

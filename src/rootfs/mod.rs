@@ -26,6 +26,7 @@ mod commit;
 mod driver;
 mod error;
 mod fuse;
+mod init_layer;
 mod lifecycle;
 mod unpack;
 
@@ -33,6 +34,7 @@ pub use commit::{CommitOptions, Committed, commit};
 pub use driver::{Driver, MountedWith, choose_driver};
 pub use error::{Error, Result};
 pub use fuse::{FuseDaemon, fuse_options, mount_fuse};
+pub use init_layer::{INIT_LABEL, init_key};
 pub use lifecycle::{
     MountOptions, Mounted, UnmountOptions, Unmounted, default_name, forget_stale_mounts, mount_image, unmount,
     view_name,

@@ -165,3 +165,32 @@ fn privileged_init_files_are_never_committed() {
     assert!(flat.join("etc/changed").exists());
     assert!(!flat.join("etc/hosts").exists(), "the injected file is not in the committed image");
 }
+
+/// The shipped demo image (whiteouts, an opaque dir, lower hard links) through a commit.
+#[test]
+fn privileged_commit_of_the_demo_image_unpacks_to_the_merged_view() {
+    if !require_tools("privileged_commit_of_the_demo_image_unpacks_to_the_merged_view", &["cp"]) {
+        return;
+    }
+    let env = Env::new();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("demo/image");
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    for driver in ["overlay", "fuse"] {
+        let mnt = env.path(&format!("demo-{driver}"));
+        let _guard = MountGuard(mnt.clone());
+        env.strata("store", &["mount", "--driver", driver, &s(&demo), &s(&mnt)]);
+        std::fs::remove_file(mnt.join("etc/os-release")).expect("rm");
+        std::fs::write(mnt.join("usr/bin/hello"), "rewritten\n").expect("rewrite a linked file");
+        std::fs::hard_link(mnt.join("usr/bin/hi"), mnt.join("usr/bin/hi2")).expect("link");
+        std::fs::create_dir_all(mnt.join("var/cache/demo/new")).expect("mkdir in the opaque dir");
+        std::os::unix::fs::symlink("../usr", mnt.join("etc/usr-link")).expect("symlink");
+        let view = tree(&mnt);
+        let out = env.path(&format!("demo-out-{driver}"));
+        env.strata("store", &["commit", &s(&mnt), &s(&out), "--ref", "demo:changed"]);
+        env.strata("store", &["umount", "--rm", &s(&mnt)]);
+        let flat = env.path(&format!("demo-flat-{driver}"));
+        env.strata("store", &["unpack", &s(&out), "--ref", "demo:changed", "--to", &s(&flat)]);
+        let diff = view.diff(&tree(&flat));
+        assert!(diff.is_empty(), "{driver}: demo merged view vs committed image:\n{}", diff.join("\n"));
+    }
+}

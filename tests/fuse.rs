@@ -922,3 +922,29 @@ fn redirect_dir_on_is_refused_with_the_user_namespace() {
     let e = mount(&config, &s.mnt()).expect_err("forgeable redirects");
     assert!(e.to_string().contains("redirect_dir=on"), "{e}");
 }
+
+/// A lower file linked under names the kernel has never looked up: a write through one
+/// name copies it up, and every other name the union shows follows (overlayfs with
+/// index=on). Before, those names kept the old data under the copy's inode number.
+#[test]
+fn privileged_fuse_copy_up_keeps_unseen_lower_hard_links_one_file() {
+    if !require_fuse("privileged_fuse_copy_up_keeps_unseen_lower_hard_links_one_file") {
+        return;
+    }
+    let s = Stack::new(1);
+    fs::create_dir_all(s.lowers[0].join("a/deep")).expect("mkdir");
+    fs::write(s.lowers[0].join("one"), b"old").expect("write");
+    fs::hard_link(s.lowers[0].join("one"), s.lowers[0].join("a/deep/two")).expect("link");
+    fs::hard_link(s.lowers[0].join("one"), s.lowers[0].join("three")).expect("link");
+    let (m, _g) = s.mount(true);
+    // Only `one` is looked up before the write.
+    fs::write(s.mnt().join("one"), b"new").expect("write through one name");
+    for name in ["a/deep/two", "three"] {
+        assert_eq!(fs::read(s.mnt().join(name)).expect("read"), b"new", "{name} follows the copy-up");
+    }
+    let ino = |p: &str| fs::metadata(s.mnt().join(p)).expect("stat").ino();
+    assert_eq!(ino("one"), ino("a/deep/two"));
+    assert_eq!(fs::metadata(s.mnt().join("three")).expect("stat").nlink(), 3);
+    m.unmount().expect("unmount");
+    assert_eq!(fs::metadata(s.upper().join("a/deep/two")).expect("linked in the upper dir").nlink(), 3);
+}

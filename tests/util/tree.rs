@@ -42,7 +42,8 @@ impl Tree {
         for entry in walker.filter_entry(|e| skip_top.is_none_or(|s| e.depth() != 1 || e.file_name() != s)) {
             let entry = entry.expect("walk");
             let rel = entry.path().strip_prefix(root).expect("under root").to_string_lossy().into_owned();
-            let md = entry.path().symlink_metadata().expect("lstat");
+            let md =
+                entry.path().symlink_metadata().unwrap_or_else(|e| panic!("lstat {}: {e}", entry.path().display()));
             let ft = md.file_type();
             let (kind, content) = if ft.is_dir() {
                 ("dir", String::new())

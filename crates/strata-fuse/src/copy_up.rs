@@ -6,6 +6,7 @@ use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
+use std::path::{Path, PathBuf};
 
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, Stat};
 use rustix::io::Errno;
@@ -13,8 +14,9 @@ use strata_core::ovl::copy_up::{Copied, CopyOptions, copy_entry};
 use strata_core::ovl::is_overlay_xattr;
 use strata_core::sys;
 
-use crate::layers::Place;
+use crate::layers::{LayerIx, Place};
 use crate::located::Located;
+use crate::nodes::{Node, ROOT};
 use crate::union::Union;
 
 impl Union {
@@ -61,9 +63,19 @@ impl Union {
         self.layers.upper_root()?;
         self.ensure_upper(parent)?;
         let (parent_at, name) = self.nodes().locate(ino)?;
+        let lower = match node.place {
+            Place::Lower(layer) if node.kind == FileType::RegularFile => {
+                let dir = self.layers.dir(node.place, parent_at.path_in(node.place))?;
+                Some((layer, rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?))
+            }
+            _ => None,
+        };
         let opened = copy_up(self, node.place, &parent_at, &name, ino, with_data, open)?;
         if node.kind != FileType::Directory && node.links.len() > 1 {
             link_other_names(self, ino)?;
+        }
+        if let Some((layer, st)) = lower.filter(|(_, st)| st.st_nlink > 1) {
+            link_lower_siblings(self, layer, &st, &parent_at.path.join(&name))?;
         }
         let mut nodes = self.nodes();
         let node = nodes.get_mut(ino)?;
@@ -136,6 +148,76 @@ fn link_other_names(union: &Union, ino: u64) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// After the copy-up of the lower file at union path `own` (`st` in lower layer
+/// `layer`), links every other name the merged view shows for that same lower file to
+/// the copy, as overlayfs with `index=on` does. Otherwise those names would keep the
+/// old data under the same inode number, and the kernel, which knows a file by its
+/// number, would take them for the copy. Names the kernel has not looked up are found
+/// in the layer itself (its multiply-linked files, indexed once per layer).
+fn link_lower_siblings(union: &Union, layer: LayerIx, st: &Stat, own: &Path) -> io::Result<()> {
+    let names = union.layers.hardlink_names(layer, st.st_ino)?;
+    let (Some(own_parent), Some(own_name)) = (own.parent(), own.file_name()) else { return Ok(()) };
+    let own_dir = union.layers.dir(Place::Upper, own_parent)?;
+    for path in names.iter().filter(|p| p.as_path() != own) {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { continue };
+        // Only names the merged view shows as this very lower file.
+        match union.resolve_path(path)? {
+            Some((node, found)) if node.place == Place::Lower(layer) && found.st_ino == st.st_ino => {}
+            _ => continue,
+        }
+        union.ensure_upper_dirs(parent)?;
+        let dir = union.layers.dir(Place::Upper, parent)?;
+        match rustix::fs::linkat(&own_dir, own_name, &dir, name, AtFlags::empty()) {
+            Ok(()) | Err(Errno::EXIST) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+impl Union {
+    /// The entry at union path `path`, resolved through the layers without the kernel
+    /// holding a reference (nothing is remembered). The caller holds the tree lock.
+    pub(crate) fn resolve_path(&self, path: &Path) -> io::Result<Option<(Node, Stat)>> {
+        let mut node = self.nodes().get(ROOT)?.clone();
+        let mut at = Located::root();
+        let mut parts = path.iter().peekable();
+        while let Some(name) = parts.next() {
+            let Some((child, st, _)) = self.resolve(&node, &at, name)? else { return Ok(None) };
+            if parts.peek().is_none() {
+                return Ok(Some((child, st)));
+            }
+            at = at.child(name, &child.redirects);
+            node = child;
+        }
+        Ok(None)
+    }
+
+    /// Makes sure the directory at union path `dir` and its parents exist in the upper
+    /// dir: through their nodes where the kernel holds them (so the nodes learn it),
+    /// else by path. The caller holds the tree lock exclusively.
+    pub(crate) fn ensure_upper_dirs(&self, dir: &Path) -> io::Result<()> {
+        let mut known = Some(ROOT);
+        let mut done = PathBuf::new();
+        for name in dir.iter() {
+            let child = known.and_then(|p| self.nodes().child(p, &name.to_owned()));
+            known = child;
+            if let Some(ino) = child {
+                self.ensure_upper(ino)?;
+            } else {
+                let updir = self.layers.dir(Place::Upper, &done)?;
+                if rustix::fs::statat(&updir, name, AtFlags::SYMLINK_NOFOLLOW).is_err() {
+                    let (node, st) = self.resolve_path(&done.join(name))?.ok_or(Errno::NOENT)?;
+                    let origin = self.mix(st.st_dev, st.st_ino);
+                    copy_up(self, node.place, &Located::plain(done.clone()), name, origin, false, None)?;
+                }
+            }
+            done.push(name);
+        }
+        Ok(())
+    }
 }
 
 /// Builds the copy of `name` (in `src_dir`) as `tmp` in the work dir.

@@ -86,6 +86,9 @@ struct DirCache {
     map: HashMap<(Place, PathBuf), Arc<LayerDir>>,
 }
 
+/// Multiply-linked files of one lower layer: inode -> its paths in the layer.
+type HardlinkIndex = HashMap<u64, Vec<PathBuf>>;
+
 /// Bound on cached directories (each holds an fd).
 const DIR_CACHE_MAX: usize = 4096;
 
@@ -100,6 +103,8 @@ pub(crate) struct Layers {
     pub(crate) xattrs: XattrNamespace,
     pub(crate) forms: WriteForms,
     dirs: Mutex<DirCache>,
+    /// Per lower layer, built on the first copy-up of a multiply-linked file there.
+    hardlinks: Mutex<HashMap<LayerIx, Arc<HardlinkIndex>>>,
 }
 
 impl Layers {
@@ -122,6 +127,7 @@ impl Layers {
             xattrs,
             forms: WriteForms { chardev_whiteouts: true, opaque_xattr: true },
             dirs: Mutex::default(),
+            hardlinks: Mutex::default(),
         };
         if layers.upper.is_some() {
             layers.forms = layers.probe_write_forms()?;
@@ -170,6 +176,26 @@ impl Layers {
 
     fn cache(&self) -> std::sync::MutexGuard<'_, DirCache> {
         self.dirs.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The paths in lower layer `layer` of its file with inode `ino` (when multiply
+    /// linked). The layer is walked once, on first use: lower layers never change.
+    pub(crate) fn hardlink_names(&self, layer: LayerIx, ino: u64) -> io::Result<Vec<PathBuf>> {
+        let cached = self.hardlinks.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&layer).cloned();
+        let index = match cached {
+            Some(index) => index,
+            None => {
+                let mut index = HardlinkIndex::new();
+                index_links(self.root(Place::Lower(layer)), &mut PathBuf::new(), &mut index)?;
+                let index = Arc::new(index);
+                self.hardlinks
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .insert(layer, Arc::clone(&index));
+                index
+            }
+        };
+        Ok(index.get(&ino).cloned().unwrap_or_default())
     }
 
     /// Drops every cached directory: an upper directory was renamed or removed.
@@ -242,6 +268,25 @@ impl Layers {
         let _ = rustix::fs::unlinkat(work, &name, AtFlags::REMOVEDIR);
         Ok(WriteForms { chardev_whiteouts, opaque_xattr })
     }
+}
+
+/// Adds the multiply-linked files below `dir` (at layer path `path`) to `index`.
+fn index_links(dir: BorrowedFd<'_>, path: &mut PathBuf, index: &mut HardlinkIndex) -> io::Result<()> {
+    let readable = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    for name in sys::list_dir(readable.as_fd())? {
+        let st = rustix::fs::statat(dir, &name, AtFlags::SYMLINK_NOFOLLOW)?;
+        path.push(&name);
+        match kind_of(&st) {
+            FileType::RegularFile if st.st_nlink > 1 => index.entry(st.st_ino).or_default().push(path.clone()),
+            FileType::Directory => {
+                let child = sys::open_child_dir(dir, &name)?;
+                index_links(child.as_fd(), path, index)?;
+            }
+            _ => {}
+        }
+        path.pop();
+    }
+    Ok(())
 }
 
 /// The type of a stat.

@@ -8,6 +8,7 @@ mod cli;
 mod commit;
 mod containerd;
 mod diff;
+mod faults;
 mod flat_diff;
 mod formats;
 mod fuse;

@@ -130,6 +130,7 @@ impl Layers {
             hardlinks: Mutex::default(),
         };
         if layers.upper.is_some() {
+            layers.clean_work()?;
             layers.forms = layers.probe_write_forms()?;
         }
         Ok(layers)
@@ -253,6 +254,26 @@ impl Layers {
             Ok(()) | Err(Errno::NOENT | Errno::NAMETOOLONG) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Removes what dead daemons left in the work dir (a copy-up or whiteout being
+    /// staged when one was killed): entries named `#strata-PID-...` whose process is
+    /// gone. A live daemon's entries (another mount misusing this work dir) are left.
+    fn clean_work(&self) -> io::Result<()> {
+        let work = self.work()?;
+        let readable =
+            rustix::fs::openat(work, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        for name in sys::list_dir(readable.as_fd())? {
+            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("#strata-")) else { continue };
+            let pid = rest.trim_start_matches("probe-").split('-').next().and_then(|p| p.parse::<i32>().ok());
+            let alive = pid
+                .and_then(rustix::process::Pid::from_raw)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+            if !alive {
+                sys::remove_all(work, &name)?;
+            }
+        }
+        Ok(())
     }
 
     /// Which forms the upper filesystem takes: tries a char 0/0 device and a

@@ -9,7 +9,7 @@ use strata_store::{Info, Kind};
 
 /// One filter expression: every selector must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Filter(Vec<Selector>);
+pub struct Filter(Vec<Selector>);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Selector {
@@ -38,11 +38,12 @@ impl Filter {
     ///
     /// # Errors
     /// An unknown field or an unterminated quote, named in the message.
-    pub(crate) fn parse(expr: &str) -> Result<Filter, String> {
+    pub fn parse(expr: &str) -> Result<Filter, String> {
         split_outside_quotes(expr, ',')?.iter().map(|s| Selector::parse(s.trim())).collect::<Result<_, _>>().map(Filter)
     }
 
-    pub(crate) fn matches(&self, info: &Info) -> bool {
+    /// Whether `info` matches every selector.
+    pub fn matches(&self, info: &Info) -> bool {
         self.0.iter().all(|s| s.matches(info))
     }
 }

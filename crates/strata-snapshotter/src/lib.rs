@@ -55,6 +55,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use content::CRI_MANIFEST;
+pub use filter::Filter;
 pub use holders::HOLDERS;
 pub use mounts::FUSE_TYPE;
 pub use service::{SNAPSHOT_REF, Snapshotter};

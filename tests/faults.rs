@@ -246,3 +246,76 @@ fn privileged_fuse_daemon_killed_during_copy_up_leaves_the_old_or_new_file_never
         }
     }
 }
+
+/// containerd's Commit on `strata snapshotter`, with the daemon killed (SIGKILL) while
+/// commits are in flight: after a restart each snapshot is either still the active one
+/// or the committed one, never both or neither.
+#[test]
+fn a_snapshotter_killed_during_commits_leaves_each_snapshot_active_or_committed() {
+    use strata::snapshotter::proto::containerd::services::snapshots::v1 as pb;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (root, sock) = (dir.path().join("store"), dir.path().join("s.sock"));
+    let start = || {
+        let child = strata(&root)
+            .args(["snapshotter", "--driver", "overlay", "--address"])
+            .arg(&sock)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the snapshotter");
+        for _ in 0..500 {
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    for round in 0..6u64 {
+        let mut daemon = start();
+        let keys: Vec<String> = (0..4).map(|i| format!("r{round}-k{i}")).collect();
+        runtime.block_on(async {
+            let mut c = crate::util::grpc::snapshots_client(&sock).await;
+            for key in &keys {
+                let request =
+                    pb::PrepareSnapshotRequest { snapshotter: "strata".into(), key: key.clone(), ..Default::default() };
+                let mounts = c.prepare(request).await.expect("prepare").into_inner().mounts;
+                std::fs::write(Path::new(&mounts[0].source).join("data"), noise(1 << 20, round)).expect("write");
+            }
+            // Commits in flight, then the kill at a varying moment.
+            for key in &keys {
+                let mut c = c.clone();
+                let (key, name) = (key.clone(), format!("{key}-committed"));
+                tokio::spawn(async move {
+                    let _ = c
+                        .commit(pb::CommitSnapshotRequest {
+                            snapshotter: "strata".into(),
+                            name,
+                            key,
+                            ..Default::default()
+                        })
+                        .await;
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(round * 7)).await;
+        });
+        let _ = daemon.kill(); // SIGKILL, our own child by PID
+        let _ = daemon.wait();
+        let mut daemon = start();
+        runtime.block_on(async {
+            let mut c = crate::util::grpc::snapshots_client(&sock).await;
+            for key in &keys {
+                let stat = |k: String| pb::StatSnapshotRequest { snapshotter: "strata".into(), key: k };
+                let active = c.stat(stat(key.clone())).await.ok().and_then(|r| r.into_inner().info);
+                let committed = c.stat(stat(format!("{key}-committed"))).await.ok().and_then(|r| r.into_inner().info);
+                match (active, committed) {
+                    (Some(a), None) => assert_eq!(a.kind, pb::Kind::Active as i32),
+                    (None, Some(c)) => assert_eq!(c.kind, pb::Kind::Committed as i32),
+                    other => panic!("round {round}: {key} is both or neither: {other:?}"),
+                }
+            }
+        });
+        let _ = daemon.kill();
+        let _ = daemon.wait();
+    }
+}

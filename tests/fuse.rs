@@ -290,31 +290,32 @@ fn privileged_fuse_copy_up_hitting_enospc_leaves_no_partial_file() {
     }
     let s = Stack::new(1);
     fs::write(s.lowers[0].join("big"), vec![7u8; 8 << 20]).expect("lower");
-    // Upper and work on a 2 MiB tmpfs.
-    let small = s.dir.path().join("small");
-    fs::create_dir(&small).expect("mkdir");
-    let _sg = MountGuard(small.clone());
-    assert!(
-        Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
-            .arg(&small)
-            .status()
-            .expect("mount")
-            .success()
-    );
-    fs::create_dir(small.join("upper")).expect("mkdir");
-    fs::create_dir(small.join("work")).expect("mkdir");
-    let mut c = s.config(true);
-    c.upper = Some(small.join("upper"));
-    c.work = Some(small.join("work"));
-    let _g = MountGuard(s.mnt());
-    let m = mount(&c, &s.mnt()).expect("mount");
-    let e = OpenOptions::new().append(true).open(s.mnt().join("big")).expect_err("copy-up cannot fit");
-    assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()), "{e}");
-    assert!(small.join("upper/big").symlink_metadata().is_err(), "no partial file in the upper dir");
-    assert_eq!(fs::read_dir(small.join("work")).expect("work").count(), 0, "staging cleaned up");
-    assert_eq!(fs::read(s.mnt().join("big")).expect("still the lower file").len(), 8 << 20);
-    m.unmount().expect("unmount");
+    // Upper and work on tmpfs filesystems too small for the copy, at several sizes (the
+    // copy fails at different points of the data).
+    for size in ["256k", "1m", "2m", "6m"] {
+        let small = s.dir.path().join(format!("small-{size}"));
+        fs::create_dir(&small).expect("mkdir");
+        let _sg = MountGuard(small.clone());
+        let status =
+            Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(&small).status();
+        assert!(status.expect("mount").success());
+        fs::create_dir(small.join("upper")).expect("mkdir");
+        fs::create_dir(small.join("work")).expect("mkdir");
+        let mut c = s.config(true);
+        c.upper = Some(small.join("upper"));
+        c.work = Some(small.join("work"));
+        let _g = MountGuard(s.mnt());
+        let m = mount(&c, &s.mnt()).expect("mount");
+        let e = OpenOptions::new().append(true).open(s.mnt().join("big")).expect_err("copy-up cannot fit");
+        assert_eq!(e.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()), "{size}: {e}");
+        assert!(small.join("upper/big").symlink_metadata().is_err(), "{size}: no partial file in the upper dir");
+        assert_eq!(fs::read_dir(small.join("work")).expect("work").count(), 0, "{size}: staging cleaned up");
+        assert_eq!(fs::read(s.mnt().join("big")).expect("still the lower file").len(), 8 << 20);
+        // The mount keeps serving: what fits is written.
+        fs::write(s.mnt().join("small"), b"fits").expect("a small write after the failure");
+        assert_eq!(fs::read(small.join("upper/small")).expect("in the upper dir"), b"fits");
+        m.unmount().expect("unmount");
+    }
 }
 
 #[test]

@@ -45,6 +45,10 @@ Passthrough serves the data of upper files (and of every file of a read-only mou
 in the kernel; lower files of a writable mount are read through the page cache, so
 a copy-up never waits for another user's readers.
 
+Environment:
+  STRATA_FUSE_STATS=FILE  count requests and the time spent on them, by opcode;
+                          written to FILE when the mount ends
+
 Flags:
   -f        stay in the foreground (default: detach once mounted)
   -d        foreground, with a line per warning on stderr

@@ -25,6 +25,7 @@ use crate::layers::Place;
 use crate::mutate::{AttrChange, Caller, NewEntry};
 use crate::nodes::ROOT;
 use crate::open_files::{Io, OpenFile, OpenFiles};
+use crate::stats::{Op, Stats};
 use crate::union::{DirEntry, Found, Union};
 
 /// How the FUSE side behaves.
@@ -44,6 +45,7 @@ pub(crate) struct StrataFs {
     /// the kernel's passthrough), so close(2) has nothing to ask us.
     files: OpenFiles,
     dirs: Mutex<HashMap<u64, Arc<Vec<DirEntry>>>>,
+    stats: Stats,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -65,7 +67,7 @@ impl StrataFs {
     }
 
     pub(crate) fn new(union: Union, options: FsOptions) -> StrataFs {
-        StrataFs { union, options, files: OpenFiles::new(), dirs: Mutex::new(HashMap::new()) }
+        StrataFs { union, options, files: OpenFiles::new(), dirs: Mutex::new(HashMap::new()), stats: Stats::from_env() }
     }
 
     fn entry(&self, reply: ReplyEntry, found: &Found) {
@@ -165,6 +167,10 @@ impl StrataFs {
 }
 
 impl Filesystem for StrataFs {
+    fn destroy(&mut self) {
+        self.stats.write();
+    }
+
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> io::Result<()> {
         let _ = config.add_capabilities(
             InitFlags::FUSE_DO_READDIRPLUS
@@ -190,6 +196,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let _t = self.stats.time(Op::Lookup);
         match self.union.lookup(parent.0, name) {
             Ok(found) => self.entry(reply, &found),
             // A negative entry (node id 0) the kernel may cache: names looked up and not
@@ -203,10 +210,12 @@ impl Filesystem for StrataFs {
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        let _t = self.stats.time(Op::Forget);
         self.union.nodes().forget(ino.0, nlookup);
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        let _t = self.stats.time(Op::Getattr);
         if let Some(open) = fh.and_then(|fh| self.file(fh).ok()) {
             // Only an unlinked file has no name to stat by: its open fd answers.
             let unlinked = self.union.nodes().get(ino.0).ok().filter(|n| n.links.is_empty() && ino.0 != ROOT).cloned();
@@ -238,6 +247,7 @@ impl Filesystem for StrataFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        let _t = self.stats.time(Op::Setattr);
         if let Err(e) = self.guard_write() {
             return reply.error(e);
         }
@@ -257,6 +267,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let _t = self.stats.time(Op::Readlink);
         match self.union.readlink(ino.0) {
             Ok(target) => reply.data(target.as_bytes()),
             Err(e) => reply.error(errno(e)),
@@ -273,6 +284,7 @@ impl Filesystem for StrataFs {
         rdev: u32,
         reply: ReplyEntry,
     ) {
+        let _t = self.stats.time(Op::Mknod);
         let what = if FileType::from_raw_mode(mode) == FileType::RegularFile {
             NewEntry::File { mode, flags: OFlags::RDONLY }
         } else {
@@ -282,18 +294,22 @@ impl Filesystem for StrataFs {
     }
 
     fn mkdir(&self, req: &Request, parent: INodeNo, name: &OsStr, mode: u32, _umask: u32, reply: ReplyEntry) {
+        let _t = self.stats.time(Op::Mkdir);
         self.do_create(req, parent, name, NewEntry::Dir { mode }, reply);
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Unlink);
         self.change(reply, || self.union.remove(parent.0, name, false));
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Rmdir);
         self.change(reply, || self.union.remove(parent.0, name, true));
     }
 
     fn symlink(&self, req: &Request, parent: INodeNo, link_name: &OsStr, target: &Path, reply: ReplyEntry) {
+        let _t = self.stats.time(Op::Symlink);
         self.do_create(req, parent, link_name, NewEntry::Symlink { target }, reply);
     }
 
@@ -307,15 +323,18 @@ impl Filesystem for StrataFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.time(Op::Rename);
         let flags = rustix::fs::RenameFlags::from_bits_retain(flags.bits());
         self.change(reply, || self.union.rename(parent.0, name, newparent.0, newname, flags));
     }
 
     fn link(&self, req: &Request, ino: INodeNo, newparent: INodeNo, newname: &OsStr, reply: ReplyEntry) {
+        let _t = self.stats.time(Op::Link);
         self.do_create(req, newparent, newname, NewEntry::Link { ino: ino.0 }, reply);
     }
 
     fn open(&self, req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.stats.time(Op::Open);
         let flags = OFlags::from_bits_retain(flags.0 as u32);
         let mut fresh = None;
         if Self::writable_flags(flags) {
@@ -347,6 +366,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        let _t = self.stats.time(Op::Read);
         let open = match self.file(fh) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
@@ -390,6 +410,7 @@ impl Filesystem for StrataFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        let _t = self.stats.time(Op::Write);
         let file = match self.writable_fd(fh) {
             Ok(f) => f,
             Err(e) => return reply.error(e),
@@ -401,6 +422,7 @@ impl Filesystem for StrataFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Flush);
         reply.ok();
     }
 
@@ -414,11 +436,13 @@ impl Filesystem for StrataFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.time(Op::Release);
         self.files.release(ino.0, fh.0);
         reply.ok();
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, datasync: bool, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Fsync);
         let open = match self.file(fh) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
@@ -432,6 +456,7 @@ impl Filesystem for StrataFs {
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        let _t = self.stats.time(Op::Opendir);
         match self.union.list(ino.0) {
             Ok(entries) => {
                 let fh = self.files.next_fh();
@@ -443,6 +468,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let _t = self.stats.time(Op::Readdir);
         let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
         let dots = [(".", ino.0), ("..", ROOT)];
         let mut index = offset as usize;
@@ -462,6 +488,7 @@ impl Filesystem for StrataFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let _t = self.stats.time(Op::Readdirplus);
         let Some(entries) = lock(&self.dirs).get(&fh.0).cloned() else { return reply.error(Errno::EBADF) };
         let mut index = offset as usize;
         if index < 2 {
@@ -488,15 +515,18 @@ impl Filesystem for StrataFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Releasedir);
         lock(&self.dirs).remove(&fh.0);
         reply.ok();
     }
 
     fn fsyncdir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Fsyncdir);
         reply.ok();
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        let _t = self.stats.time(Op::Statfs);
         match self.union.statfs() {
             Ok(s) => reply.statfs(
                 s.f_blocks,
@@ -522,11 +552,13 @@ impl Filesystem for StrataFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.time(Op::Setxattr);
         let flags = rustix::fs::XattrFlags::from_bits_retain(flags as u32);
         self.change(reply, || self.union.setxattr(ino.0, name, value, flags));
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        let _t = self.stats.time(Op::Getxattr);
         match self.union.getxattr(ino.0, name) {
             Ok(v) => sized(reply, &v, size),
             Err(e) => reply.error(errno(e)),
@@ -534,6 +566,7 @@ impl Filesystem for StrataFs {
     }
 
     fn listxattr(&self, req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let _t = self.stats.time(Op::Listxattr);
         match self.union.listxattr(ino.0, req.uid() == 0) {
             Ok(v) => sized(reply, &v, size),
             Err(e) => reply.error(errno(e)),
@@ -541,10 +574,12 @@ impl Filesystem for StrataFs {
     }
 
     fn removexattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Removexattr);
         self.change(reply, || self.union.removexattr(ino.0, name));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        let _t = self.stats.time(Op::Access);
         // With default_permissions the kernel checks modes itself; this answers only
         // existence and the read-only mount.
         if mask.contains(AccessFlags::W_OK) && self.options.read_only {
@@ -566,6 +601,7 @@ impl Filesystem for StrataFs {
         flags: i32,
         reply: ReplyCreate,
     ) {
+        let _t = self.stats.time(Op::Create);
         if let Err(e) = self.guard_write() {
             return reply.error(e);
         }
@@ -606,6 +642,7 @@ impl Filesystem for StrataFs {
         mode: i32,
         reply: ReplyEmpty,
     ) {
+        let _t = self.stats.time(Op::Fallocate);
         let file = match self.writable_fd(fh) {
             Ok(f) => f,
             Err(e) => return reply.error(e),
@@ -618,6 +655,7 @@ impl Filesystem for StrataFs {
     }
 
     fn lseek(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: i64, whence: i32, reply: ReplyLseek) {
+        let _t = self.stats.time(Op::Lseek);
         let open = match self.file(fh) {
             Ok(o) => o,
             Err(e) => return reply.error(e),
@@ -650,6 +688,7 @@ impl Filesystem for StrataFs {
         _flags: CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
+        let _t = self.stats.time(Op::CopyFileRange);
         let (src, dst) = match (self.file(fh_in), self.file(fh_out)) {
             (Ok(s), Ok(d)) if d.writable => (s, d),
             (Err(e), _) | (_, Err(e)) => return reply.error(e),

@@ -80,7 +80,7 @@ impl LayerDir {
 
 /// Open layer directories by (place, union path). Lower layers never change; upper
 /// entries go stale only when a directory is renamed or removed, and every such change
-/// clears the cache ([`Layers::forget_dirs`]).
+/// drops the cached upper dirs below it ([`Layers::forget_upper_dirs_under`]).
 #[derive(Debug, Default)]
 struct DirCache {
     map: HashMap<(Place, PathBuf), Arc<LayerDir>>,
@@ -200,6 +200,12 @@ impl Layers {
     }
 
     /// Drops every cached directory: an upper directory was renamed or removed.
+    /// Drops the cached upper directories at or below union path `rel`: it was renamed
+    /// or removed. Lower directories never change; other upper ones stay valid.
+    pub(crate) fn forget_upper_dirs_under(&self, rel: &Path) {
+        self.cache().map.retain(|(place, path), _| !(*place == Place::Upper && path.starts_with(rel)));
+    }
+
     pub(crate) fn forget_dirs(&self) {
         self.cache().map.clear();
     }

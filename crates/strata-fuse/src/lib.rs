@@ -60,6 +60,7 @@ mod mutate;
 mod nodes;
 mod open_files;
 mod options;
+mod stats;
 mod union;
 
 use std::path::{Path, PathBuf};

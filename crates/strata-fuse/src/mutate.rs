@@ -200,8 +200,8 @@ impl Union {
     pub(crate) fn remove(&self, parent: u64, name: &OsStr, dir: bool) -> io::Result<()> {
         let _tree = self.write_tree();
         self.listing_changed(parent);
-        let _forget = dir.then(|| ForgetDirs(&self.layers));
         let (pnode, at) = self.node_at(parent)?;
+        let _forget = dir.then(|| ForgetDirs(&self.layers, vec![at.path.join(name)]));
         let (child, _, _) = self.resolve(&pnode, &at, name)?.ok_or(Errno::NOENT)?;
         let child_is_dir = child.kind == FileType::Directory;
         if dir && !child_is_dir {
@@ -303,9 +303,9 @@ impl Union {
         let _tree = self.write_tree();
         self.listing_changed(p1);
         self.listing_changed(p2);
-        let _forget = ForgetDirs(&self.layers);
         let (pn1, pp1) = self.node_at(p1)?;
         let (pn2, pp2) = self.node_at(p2)?;
+        let _forget = ForgetDirs(&self.layers, vec![pp1.path.join(n1), pp2.path.join(n2)]);
         let (src, src_st, _) = self.resolve(&pn1, &pp1, n1)?.ok_or(Errno::NOENT)?;
         let dst = self.resolve(&pn2, &pp2, n2)?;
         if p1 == p2 && n1 == n2 {
@@ -513,13 +513,15 @@ impl Union {
     }
 }
 
-/// Clears the layer-dir cache when dropped: at the end of an operation that may remove
-/// or move upper directories (the checks before the change may have cached them), still
-/// under the tree lock.
-struct ForgetDirs<'a>(&'a Layers);
+/// Drops the cached upper dirs at or below the given union paths when dropped: at the
+/// end of an operation that may remove or move them (the checks before the change may
+/// have cached them), still under the tree lock.
+struct ForgetDirs<'a>(&'a Layers, Vec<std::path::PathBuf>);
 
 impl Drop for ForgetDirs<'_> {
     fn drop(&mut self) {
-        self.0.forget_dirs();
+        for path in &self.1 {
+            self.0.forget_upper_dirs_under(path);
+        }
     }
 }

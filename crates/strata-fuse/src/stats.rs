@@ -74,7 +74,7 @@ impl Stats {
             .filter(|(_, n, _)| *n > 0)
             .map(|(i, n, ns)| (format!("{:?}", op_of(i)), n, ns))
             .collect();
-        rows.sort_by(|a, b| b.2.cmp(&a.2));
+        rows.sort_by_key(|r| std::cmp::Reverse(r.2));
         let mut out = String::from("op\tcount\ttotal_us\tmean_us\n");
         for (op, n, ns) in rows {
             out.push_str(&format!("{op}\t{n}\t{}\t{:.1}\n", ns / 1000, ns as f64 / 1000.0 / n as f64));

@@ -949,3 +949,31 @@ fn privileged_fuse_copy_up_keeps_unseen_lower_hard_links_one_file() {
     m.unmount().expect("unmount");
     assert_eq!(fs::metadata(s.upper().join("a/deep/two")).expect("linked in the upper dir").nlink(), 3);
 }
+
+/// The daemon remembers that a file has no capability (the kernel asks before every
+/// write and chown); a capability set through the mount later must still be seen, and
+/// dropped by another user's write as on overlayfs.
+#[test]
+fn privileged_fuse_a_capability_set_later_is_still_dropped_by_a_users_write() {
+    if !require_fuse("privileged_fuse_a_capability_set_later_is_still_dropped_by_a_users_write") {
+        return;
+    }
+    const CAP_NET_RAW: [u8; 20] = [0, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    for passthrough in [true, false] {
+        let s = Stack::new(1);
+        fs::set_permissions(s.dir.path(), fs::Permissions::from_mode(0o755)).expect("chmod");
+        fs::write(s.lowers[0].join("tool"), b"#!/bin/sh\n").expect("file");
+        fs::set_permissions(s.lowers[0].join("tool"), fs::Permissions::from_mode(0o777)).expect("chmod");
+        let (m, _g) = s.mount(passthrough);
+        let tool = s.mnt().join("tool");
+        // Root's write: the kernel asks for the capability, there is none (remembered).
+        fs::OpenOptions::new().append(true).open(&tool).and_then(|mut f| f.write_all(b"# root\n")).expect("root write");
+        rustix::fs::setxattr(&tool, "security.capability", &CAP_NET_RAW, XattrFlags::empty())
+            .expect("set a capability");
+        assert!(xattr(&tool, "security.capability").is_some(), "the capability shows");
+        let (ok, said) = as_user(&format!("echo more >> {}", tool.display()));
+        assert!(ok, "{said}");
+        assert!(xattr(&tool, "security.capability").is_none(), "a user's write drops it (passthrough={passthrough})");
+        m.unmount().expect("unmount");
+    }
+}

@@ -490,6 +490,7 @@ impl Union {
         if is_overlay_xattr(key.as_bytes()) {
             return Err(Errno::NOTSUP.into());
         }
+        self.capability_may_change(ino, key);
         self.copy_up_if_needed(ino, true)?;
         let _tree = self.read_tree();
         let (_, dir, name) = self.real(ino)?;
@@ -500,6 +501,7 @@ impl Union {
         if is_overlay_xattr(key.as_bytes()) {
             return Err(Errno::NOTSUP.into());
         }
+        self.capability_may_change(ino, key);
         // overlayfs answers ENODATA without a copy-up when the name is absent.
         if let Err(e) = self.getxattr(ino, key) {
             if e.raw_os_error() == Some(Errno::NODATA.raw_os_error()) {

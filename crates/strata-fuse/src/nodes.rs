@@ -30,12 +30,23 @@ pub(crate) struct Node {
     /// Directories: where lower layers keep it instead of its union path (ascending by
     /// layer; empty unless it or a lower copy was renamed with `redirect_dir`).
     pub redirects: Vec<Redirect>,
+    /// Known to carry no `security.capability` (set when one was asked for and absent,
+    /// cleared when one is set or removed through the mount).
+    pub no_capability: bool,
 }
 
 impl Node {
     /// A node the kernel holds no reference to yet, with one real copy at `place`.
     pub(crate) fn fresh(kind: FileType, place: Place) -> Node {
-        Node { kind, place, lowers: Vec::new(), links: Vec::new(), nlookup: 0, redirects: Vec::new() }
+        Node {
+            kind,
+            place,
+            lowers: Vec::new(),
+            links: Vec::new(),
+            nlookup: 0,
+            redirects: Vec::new(),
+            no_capability: false,
+        }
     }
 
     /// Every layer this entry has a real copy in, top-most first.

@@ -26,6 +26,9 @@ use strata_core::ovl::{is_overlay_xattr, redirect, whiteout};
 /// overlayfs ignores (and hides) unknown names under its prefix.
 pub(crate) const ORIGIN_INO: &str = "strata.ino";
 
+/// The file-capability xattr, which the kernel checks before each write and chown.
+const CAPABILITY: &str = "security.capability";
+
 /// A union entry found by name.
 #[derive(Debug)]
 pub(crate) struct Found {
@@ -402,8 +405,14 @@ impl Union {
         }
         let key = key.to_str().ok_or(Errno::NODATA)?;
         let _tree = self.read_tree();
+        // The kernel asks for a file's capability before every write and chown (to drop
+        // it): answered from the node once the file is known to have none.
+        let capability = key == CAPABILITY;
+        if capability && self.nodes().get(ino)?.no_capability {
+            return Err(Errno::NODATA.into());
+        }
         let (_, dir, name) = self.real(ino)?;
-        match sys::get_xattr(dir.as_fd(), &name, key) {
+        let got = match sys::get_xattr(dir.as_fd(), &name, key) {
             Ok(Some(value)) => Ok(value),
             Ok(None) => Err(Errno::NODATA.into()),
             // A layer on a filesystem without xattrs (ramfs) has none: ENODATA, as a
@@ -411,6 +420,21 @@ impl Union {
             // fail every open once it asks for the file's ACL.
             Err(e) if e.raw_os_error() == Some(Errno::NOTSUP.raw_os_error()) => Err(Errno::NODATA.into()),
             Err(e) => Err(e),
+        };
+        if capability && got.as_ref().is_err_and(|e| e.raw_os_error() == Some(Errno::NODATA.raw_os_error())) {
+            if let Ok(node) = self.nodes().get_mut(ino) {
+                node.no_capability = true;
+            }
+        }
+        got
+    }
+
+    /// A capability may be set on `ino` now: forget that it had none.
+    pub(crate) fn capability_may_change(&self, ino: u64, key: &OsStr) {
+        if key.as_bytes() == CAPABILITY.as_bytes() {
+            if let Ok(node) = self.nodes().get_mut(ino) {
+                node.no_capability = false;
+            }
         }
     }
 

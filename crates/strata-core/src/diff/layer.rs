@@ -114,8 +114,18 @@ const MEMBER: usize = 4 * CHUNK;
 /// gzip as a series of members of [`MEMBER`] bytes each, compressed on every core and
 /// written in order (RFC 1952 streams may hold several members; Go's, zlib's and GNU
 /// gzip's readers read them all, as pigz's `-i` output). Level 6, no name, time 0.
-fn gzip_members<W: Write>(chunks: Receiver<Vec<u8>>, diff_id: &mut Hasher, mut out: W) -> io::Result<W> {
+fn gzip_members<W: Write>(chunks: Receiver<Vec<u8>>, diff_id: &mut Hasher, out: W) -> io::Result<W> {
     let workers = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).clamp(1, 8);
+    gzip_members_on(workers, chunks, diff_id, out)
+}
+
+/// [`gzip_members`] on `workers` threads (the bytes do not depend on it).
+fn gzip_members_on<W: Write>(
+    workers: usize,
+    chunks: Receiver<Vec<u8>>,
+    diff_id: &mut Hasher,
+    mut out: W,
+) -> io::Result<W> {
     let (to_workers, jobs) = sync_channel::<(u64, Vec<u8>)>(workers * 2);
     let jobs = std::sync::Mutex::new(jobs);
     let (to_writer, done) = sync_channel::<(u64, io::Result<Vec<u8>>)>(workers * 2);
@@ -222,4 +232,45 @@ fn compress<W: Write>(
     let Hashing { mut out, hasher, size } = blob;
     out.flush()?;
     Ok((diff_id.finish(), hasher.finish(), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read as _;
+
+    use super::*;
+
+    fn compress_on(workers: usize, data: &[u8]) -> (Vec<u8>, Digest) {
+        let (send, receive) = sync_channel(DEPTH);
+        let chunks: Vec<Vec<u8>> = data.chunks(CHUNK / 3).map(<[u8]>::to_vec).collect();
+        let feeder = std::thread::spawn(move || {
+            for chunk in chunks {
+                send.send(chunk).expect("send");
+            }
+        });
+        let mut diff_id = Hasher::new();
+        let out = gzip_members_on(workers, receive, &mut diff_id, Vec::new()).expect("compress");
+        feeder.join().expect("feeder");
+        (out, diff_id.finish())
+    }
+
+    #[test]
+    fn gzip_layers_are_the_same_bytes_on_any_number_of_cores() {
+        let data: Vec<u8> =
+            (0..(3 * MEMBER + 12_345) as u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let (one, id_one) = compress_on(1, &data);
+        for workers in [2, 3, 8] {
+            let (many, id_many) = compress_on(workers, &data);
+            assert!(one == many, "{workers} workers wrote other bytes");
+            assert_eq!(id_one, id_many);
+        }
+        assert_eq!(id_one, Digest::of(&data));
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&one[..]).read_to_end(&mut back).expect("a valid multi-member gzip");
+        assert!(back == data);
+        let (empty, _) = compress_on(2, &[]);
+        let mut back = Vec::new();
+        flate2::read::MultiGzDecoder::new(&empty[..]).read_to_end(&mut back).expect("an empty layer is valid gzip");
+        assert!(back.is_empty());
+    }
 }

@@ -105,6 +105,17 @@ impl Case {
         self.dir.path().join(p)
     }
 
+    /// A strata-fuse config over the lower layer, with `upper` and `work` made in `dir`.
+    fn fuse_config(&self, dir: &Path) -> strata::fuse::UnionConfig {
+        for sub in ["upper", "work"] {
+            fs::create_dir(dir.join(sub)).expect("mkdir");
+        }
+        let mut config = strata::fuse::UnionConfig::new(vec![self.path("lower")]);
+        config.upper = Some(dir.join("upper"));
+        config.work = Some(dir.join("work"));
+        config
+    }
+
     /// Diffs `upper`, applies the layer flat on a copy of the lower layer, and compares
     /// with the merged view `view`; checks the change list too.
     fn check(&self, upper: &Path, xattrs: XattrNamespace, view: &Tree) {
@@ -160,12 +171,7 @@ fn privileged_diff_of_a_strata_fuse_upper_gives_back_the_merged_view() {
         return;
     }
     let c = Case::new();
-    for sub in ["upper", "work"] {
-        fs::create_dir(c.path(sub)).expect("mkdir");
-    }
-    let mut config = strata::fuse::UnionConfig::new(vec![c.path("lower")]);
-    config.upper = Some(c.path("upper"));
-    config.work = Some(c.path("work"));
+    let mut config = c.fuse_config(&c.path(""));
     let guard = MountGuard(c.path("mnt"));
     let mounted = strata::fuse::mount(&config, &c.path("mnt")).expect("mount");
     change(&c.path("mnt"), true);
@@ -185,12 +191,7 @@ fn privileged_diff_reads_the_tar_form_markers_of_an_upper_without_xattrs() {
     fs::create_dir(&ram).expect("mkdir");
     let _ram_guard = MountGuard(ram.clone());
     run(Command::new("mount").args(["-t", "ramfs", "ramfs"]).arg(&ram));
-    for sub in ["upper", "work"] {
-        fs::create_dir(ram.join(sub)).expect("mkdir");
-    }
-    let mut config = strata::fuse::UnionConfig::new(vec![c.path("lower")]);
-    config.upper = Some(ram.join("upper"));
-    config.work = Some(ram.join("work"));
+    let mut config = c.fuse_config(&ram);
     config.aufs_whiteouts = true;
     let guard = MountGuard(c.path("mnt"));
     let mounted = strata::fuse::mount(&config, &c.path("mnt")).expect("mount");
@@ -210,12 +211,7 @@ fn privileged_diff_writes_out_directories_moved_with_redirects() {
         return;
     }
     let c = Case::new();
-    for sub in ["upper", "work"] {
-        fs::create_dir(c.path(sub)).expect("mkdir");
-    }
-    let mut config = strata::fuse::UnionConfig::new(vec![c.path("lower")]);
-    config.upper = Some(c.path("upper"));
-    config.work = Some(c.path("work"));
+    let mut config = c.fuse_config(&c.path(""));
     config.redirect_dir = strata::fuse::RedirectDir::On;
     let guard = MountGuard(c.path("mnt"));
     let mounted = strata::fuse::mount(&config, &c.path("mnt")).expect("mount");

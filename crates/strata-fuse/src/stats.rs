@@ -5,9 +5,18 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// The requests counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
+/// The requests counted, and the table of them in order.
+macro_rules! ops {
+    ($($op:ident),+ $(,)?) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum Op {
+            $($op),+
+        }
+        const ALL: &[Op] = &[$(Op::$op),+];
+    };
+}
+
+ops!(
     Lookup,
     Forget,
     Getattr,
@@ -41,9 +50,9 @@ pub(crate) enum Op {
     Fallocate,
     Lseek,
     CopyFileRange,
-}
+);
 
-const OPS: usize = Op::CopyFileRange as usize + 1;
+const OPS: usize = ALL.len();
 
 #[derive(Debug)]
 pub(crate) struct Stats {
@@ -72,7 +81,7 @@ impl Stats {
         let mut rows: Vec<(String, u64, u64)> = (0..OPS)
             .map(|i| (i, self.counts[i].load(Ordering::Relaxed), self.nanos[i].load(Ordering::Relaxed)))
             .filter(|(_, n, _)| *n > 0)
-            .map(|(i, n, ns)| (format!("{:?}", op_of(i)), n, ns))
+            .map(|(i, n, ns)| (format!("{:?}", ALL[i]), n, ns))
             .collect();
         rows.sort_by_key(|r| std::cmp::Reverse(r.2));
         let mut out = String::from("op\tcount\ttotal_us\tmean_us\n");
@@ -81,46 +90,6 @@ impl Stats {
         }
         let _ = std::fs::write(file, out);
     }
-}
-
-fn op_of(i: usize) -> Op {
-    use Op::*;
-    const ALL: [Op; OPS] = [
-        Lookup,
-        Forget,
-        Getattr,
-        Setattr,
-        Readlink,
-        Mknod,
-        Mkdir,
-        Unlink,
-        Rmdir,
-        Symlink,
-        Rename,
-        Link,
-        Open,
-        Read,
-        Write,
-        Flush,
-        Release,
-        Fsync,
-        Opendir,
-        Readdir,
-        Readdirplus,
-        Releasedir,
-        Fsyncdir,
-        Statfs,
-        Setxattr,
-        Getxattr,
-        Listxattr,
-        Removexattr,
-        Access,
-        Create,
-        Fallocate,
-        Lseek,
-        CopyFileRange,
-    ];
-    ALL[i]
 }
 
 pub(crate) struct Timer<'a> {

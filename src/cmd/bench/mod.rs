@@ -157,16 +157,8 @@ fn commit_bench(args: CommitBench) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the strata binary")?;
     let work = c.start()?;
     c.say("preparing the workload");
-    let tars = workload::image(c.size * 1_000_000, c.seed);
+    let (_, layout) = generated_layout(c, &work.0)?;
     let dir = work.0.join("layers");
-    std::fs::create_dir_all(&dir)?;
-    let mut blobs = Vec::new();
-    for (i, t) in tars.iter().enumerate() {
-        let p = dir.join(format!("{i}.tar.gz"));
-        std::fs::write(&p, workload::gzip(t))?;
-        blobs.push(p);
-    }
-    let layout = write_layout(&work.0.join("image"), &tars, &blobs, "application/vnd.oci.image.layer.v1.tar+gzip")?;
     let archive = work.0.join("image.tar");
     let status = Command::new("tar").arg("-C").arg(&layout).arg("-cf").arg(&archive).arg(".").status();
     if !status.is_ok_and(|s| s.success()) {
@@ -192,16 +184,8 @@ fn mount(args: MountBench) -> anyhow::Result<()> {
     let c = &args.common;
     let work = c.start()?;
     c.say("preparing the workload");
-    let tars = workload::image(c.size * 1_000_000, c.seed);
+    let (tars, layout) = generated_layout(c, &work.0)?;
     let dir = work.0.join("layers");
-    std::fs::create_dir_all(&dir)?;
-    let mut blobs = Vec::new();
-    for (i, t) in tars.iter().enumerate() {
-        let p = dir.join(format!("{i}.tar.gz"));
-        std::fs::write(&p, workload::gzip(t))?;
-        blobs.push(p);
-    }
-    let layout = write_layout(&work.0.join("image"), &tars, &blobs, "application/vnd.oci.image.layer.v1.tar+gzip")?;
     // Small files to write through the mount: plain files only (a layer's .wh. entries
     // are names fuse-overlayfs refuses to create).
     let small = workload::layer_under(workload::Shape::SmallFiles, c.size * 100_000, c.seed + 3, "srv/app", &[]);
@@ -359,6 +343,22 @@ fn runnable_archive(work: &Path, tars: &[Vec<u8>], gz: &[PathBuf]) -> anyhow::Re
         bail!("tar could not archive the runnable image layout");
     }
     Ok(Some(archive))
+}
+
+/// The generated image of `--size` and `--seed` as gzip layers in an OCI layout under
+/// `work` (blobs in `work/layers`); returns the tars and the layout.
+fn generated_layout(c: &Common, work: &Path) -> anyhow::Result<(Vec<Vec<u8>>, PathBuf)> {
+    let tars = workload::image(c.size * 1_000_000, c.seed);
+    let dir = work.join("layers");
+    std::fs::create_dir_all(&dir)?;
+    let mut blobs = Vec::new();
+    for (i, t) in tars.iter().enumerate() {
+        let p = dir.join(format!("{i}.tar.gz"));
+        std::fs::write(&p, workload::gzip(t))?;
+        blobs.push(p);
+    }
+    let layout = write_layout(&work.join("image"), &tars, &blobs, "application/vnd.oci.image.layer.v1.tar+gzip")?;
+    Ok((tars, layout))
 }
 
 /// An OCI layout over already-written layer blobs, tagged `bench` (umoci's

@@ -171,7 +171,7 @@ fn privileged_diff_of_a_strata_fuse_upper_gives_back_the_merged_view() {
         return;
     }
     let c = Case::new();
-    let mut config = c.fuse_config(&c.path(""));
+    let config = c.fuse_config(&c.path(""));
     let guard = MountGuard(c.path("mnt"));
     let mounted = strata::fuse::mount(&config, &c.path("mnt")).expect("mount");
     change(&c.path("mnt"), true);

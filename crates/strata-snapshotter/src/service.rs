@@ -89,11 +89,7 @@ fn existing_chain(store: &Store, target: &str, parent: &str) -> Result<Option<St
     let fits = |i: &Info| i.kind == Kind::Committed && i.parent.as_deref().unwrap_or("") == parent;
     let found = match store.stat(target) {
         Ok(i) if fits(&i) => Some(i),
-        _ => store
-            .walk()
-            .map_err(|e| from_store(&e))?
-            .into_iter()
-            .find(|i| fits(i) && i.labels.get(SNAPSHOT_REF).map(String::as_str) == Some(target)),
+        _ => store.with_label(SNAPSHOT_REF, target).map_err(|e| from_store(&e))?.into_iter().find(|i| fits(i)),
     };
     let Some(found) = found else { return Ok(None) };
     let mut labels = found.labels.clone();

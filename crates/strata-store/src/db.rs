@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS labels (
     value TEXT NOT NULL,
     PRIMARY KEY (key, name)
 );
+-- The snapshotter finds a layer by the chain containerd names in a label.
+CREATE INDEX IF NOT EXISTS labels_by_value ON labels (name, value);
 -- The xattr namespace each snapshot's overlay markers are in (strata_core::ovl). A row is
 -- absent for snapshots written before it was recorded: those are in the namespace the
 -- store's owner writes (trusted for root, user otherwise).
@@ -175,6 +177,14 @@ pub(crate) fn set_labels(tx: &Transaction<'_>, key: &str, labels: &BTreeMap<Stri
             .map_err(err("write labels"))?;
     }
     Ok(())
+}
+
+pub(crate) fn keys_with_label(conn: &Connection, name: &str, value: &str) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare("SELECT key FROM labels WHERE name = ?1 AND value = ?2 ORDER BY key")
+        .map_err(err("find by label"))?;
+    let rows = stmt.query_map(params![name, value], |r| r.get::<_, String>(0)).map_err(err("find by label"))?;
+    rows.collect::<rusqlite::Result<_>>().map_err(err("find by label"))
 }
 
 pub(crate) fn all_keys(tx: &Connection) -> Result<Vec<String>> {

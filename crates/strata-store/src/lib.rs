@@ -404,6 +404,19 @@ impl Store {
         Ok((self.snapshots_root().join(&row.dir).join("fs"), options))
     }
 
+    /// The snapshots carrying label `name` = `value` (one indexed query, not a walk).
+    ///
+    /// # Errors
+    /// The database cannot be read.
+    pub fn with_label(&self, name: &str, value: &str) -> Result<Vec<Info>> {
+        let conn = self.conn();
+        db::keys_with_label(&conn, name, value)?
+            .iter()
+            .filter_map(|k| db::get(&conn, k).transpose())
+            .map(|r| r.map(|r| r.info))
+            .collect()
+    }
+
     /// Every snapshot, oldest first.
     ///
     /// # Errors

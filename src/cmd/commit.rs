@@ -96,14 +96,7 @@ pub enum LayerCompression {
     Zstd,
 }
 
-/// Save a container's changes as a new image: its writable layer becomes a layer on
-/// top of the image it was mounted from, written into an OCI layout.
-///
-/// The layout OUT is created, or the image is added to it under --ref (blobs it holds
-/// already are not written again). The layer is reproducible: entries sorted, no
-/// host-specific fields, mtimes clamped to SOURCE_DATE_EPOCH when set. Then `strata
-/// unpack OUT --ref NAME:TAG`, `umoci unpack --image OUT:NAME:TAG` or `skopeo copy
-/// oci:OUT:NAME:TAG ...` read it.
+/// Options of `strata commit` (the help text is on the subcommand).
 #[derive(Debug, clap::Args)]
 pub struct CommitArgs {
     /// [TARGET] OUT: the mount point (or give --name), then the OCI layout to write

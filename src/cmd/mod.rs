@@ -35,10 +35,19 @@ pub enum Command {
     /// List what a container changed (`A`/`C`/`D` per path, as `docker diff`).
     Diff(commit::DiffArgs),
     /// Save a container's changes as a new image (an OCI layout) on the image it came from.
+    ///
+    /// The writable layer (a mount point, or --name) becomes a layer on top of the image it
+    /// was mounted from. The layout OUT is created, or the image is added to it under --ref
+    /// (a tag there is replaced; blobs it holds are not written again). The layer is
+    /// reproducible: entries sorted, no host-specific fields, mtimes clamped to
+    /// SOURCE_DATE_EPOCH when set. Read it back with `strata unpack OUT --ref NAME:TAG`,
+    /// `umoci unpack --image OUT:NAME:TAG` or `skopeo copy oci:OUT:NAME:TAG ...`.
+    #[command(verbatim_doc_comment)]
     Commit(commit::CommitArgs),
     /// Show what this host supports for mounts.
     Info(mount::InfoArgs),
     /// Serve the store to containerd as a snapshotter (proxy plugin, gRPC on a unix socket).
+    #[command(verbatim_doc_comment)]
     ///
     /// containerd loads it with, in /etc/containerd/config.toml:
     ///

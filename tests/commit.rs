@@ -8,7 +8,7 @@ use std::process::Command;
 use strata_testkit::images::{Blob, oci_layout, tar_dir};
 
 use crate::diff::{change, lower, tree};
-use crate::util::{MountGuard, require_tools, run};
+use crate::util::{MountGuard, require_fuse, require_privileged, require_tools, run};
 
 struct Env {
     dir: tempfile::TempDir,
@@ -85,7 +85,7 @@ fn check_round_trip(driver: &str) {
 
 #[test]
 fn privileged_commit_of_a_kernel_overlay_mount_unpacks_to_the_merged_view() {
-    if !require_tools("privileged_commit_of_a_kernel_overlay_mount_unpacks_to_the_merged_view", &["umoci", "cp"]) {
+    if !require_tools("privileged_commit_of_a_kernel_overlay_mount_unpacks_to_the_merged_view", &["umoci"]) {
         return;
     }
     check_round_trip("overlay");
@@ -93,7 +93,8 @@ fn privileged_commit_of_a_kernel_overlay_mount_unpacks_to_the_merged_view() {
 
 #[test]
 fn privileged_commit_of_a_strata_fuse_mount_unpacks_to_the_merged_view() {
-    if !require_tools("privileged_commit_of_a_strata_fuse_mount_unpacks_to_the_merged_view", &["umoci", "cp"]) {
+    let test = "privileged_commit_of_a_strata_fuse_mount_unpacks_to_the_merged_view";
+    if !require_fuse(test) || !require_tools(test, &["umoci"]) {
         return;
     }
     check_round_trip("fuse");
@@ -102,7 +103,7 @@ fn privileged_commit_of_a_strata_fuse_mount_unpacks_to_the_merged_view() {
 /// The same changes committed twice, and from two stores, give the same layer.
 #[test]
 fn privileged_commits_are_reproducible() {
-    if !require_tools("privileged_commits_are_reproducible", &["cp"]) {
+    if !require_privileged("privileged_commits_are_reproducible") {
         return;
     }
     let env = Env::new();
@@ -135,7 +136,7 @@ fn privileged_commits_are_reproducible() {
 /// Files injected with --init-file show in the mount but never in a commit.
 #[test]
 fn privileged_init_files_are_never_committed() {
-    if !require_tools("privileged_init_files_are_never_committed", &["cp"]) {
+    if !require_privileged("privileged_init_files_are_never_committed") {
         return;
     }
     let env = Env::new();
@@ -169,7 +170,7 @@ fn privileged_init_files_are_never_committed() {
 /// The shipped demo image (whiteouts, an opaque dir, lower hard links) through a commit.
 #[test]
 fn privileged_commit_of_the_demo_image_unpacks_to_the_merged_view() {
-    if !require_tools("privileged_commit_of_the_demo_image_unpacks_to_the_merged_view", &["cp"]) {
+    if !require_fuse("privileged_commit_of_the_demo_image_unpacks_to_the_merged_view") {
         return;
     }
     let env = Env::new();

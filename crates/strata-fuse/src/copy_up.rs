@@ -63,19 +63,14 @@ impl Union {
         self.layers.upper_root()?;
         self.ensure_upper(parent)?;
         let (parent_at, name) = self.nodes().locate(ino)?;
-        let lower = match node.place {
-            Place::Lower(layer) if node.kind == FileType::RegularFile => {
-                let dir = self.layers.dir(node.place, parent_at.path_in(node.place))?;
-                Some((layer, rustix::fs::statat(&dir, &name, AtFlags::SYMLINK_NOFOLLOW)?))
-            }
-            _ => None,
-        };
-        let opened = copy_up(self, node.place, &parent_at, &name, ino, with_data, open)?;
+        let (opened, st) = copy_up(self, node.place, &parent_at, &name, ino, with_data, open)?;
         if node.kind != FileType::Directory && node.links.len() > 1 {
             link_other_names(self, ino)?;
         }
-        if let Some((layer, st)) = lower.filter(|(_, st)| st.st_nlink > 1) {
-            link_lower_siblings(self, layer, &st, &parent_at.path.join(&name))?;
+        if let Place::Lower(layer) = node.place {
+            if node.kind == FileType::RegularFile && st.st_nlink > 1 {
+                link_lower_siblings(self, layer, &st, &parent_at.path.join(&name))?;
+            }
         }
         let mut nodes = self.nodes();
         let node = nodes.get_mut(ino)?;
@@ -93,6 +88,8 @@ impl Union {
     }
 }
 
+/// Copies `name` (in `parent`'s copy in layer `from`) up; returns the open copy when
+/// `open` asked for one, and the stat of the lower entry it copied.
 fn copy_up(
     union: &Union,
     from: Place,
@@ -101,7 +98,7 @@ fn copy_up(
     ino: u64,
     with_data: bool,
     open: Option<OFlags>,
-) -> io::Result<Option<File>> {
+) -> io::Result<(Option<File>, Stat)> {
     let layers = &union.layers;
     let src_dir = layers.dir(from, parent.path_in(from))?;
     let dst_dir = layers.dir(Place::Upper, &parent.path)?;
@@ -122,14 +119,17 @@ fn copy_up(
         rustix::fs::renameat_with(work, &tmp, &dst_dir, name, RenameFlags::NOREPLACE)?;
         Ok(opened)
     });
-    if opened.is_err() {
-        let _ = sys::remove_all(work, &tmp);
-        return opened;
-    }
+    let opened = match opened {
+        Ok(opened) => opened,
+        Err(e) => {
+            let _ = sys::remove_all(work, &tmp);
+            return Err(e);
+        }
+    };
     // The copy is in place and complete: keeping the parent's times is best effort.
     let (atime, mtime) = sys::stat_times(&parent_st);
     let _ = sys::set_times_nofollow(dst_dir.as_fd(), OsStr::new("."), atime, mtime);
-    opened
+    Ok((opened, st))
 }
 
 /// After a copy-up of a file the kernel knows under several names (lower hard links),

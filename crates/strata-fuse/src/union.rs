@@ -193,10 +193,15 @@ impl Union {
         // Once a layer's copy redirects, the layers below hold the dir at that path.
         let mut redirected: Option<PathBuf> = None;
         let lower_count = LayerIx::try_from(self.layers.lower_count()).map_err(|_| Errno::INVAL)?;
-        let mut places: Vec<Place> = pnode.places().collect();
-        let mut next = 0;
-        while let Some(&place) = places.get(next) {
-            next += 1;
+        // The parent's layers, until an absolute redirect switches to every layer below.
+        let mut from_parent = pnode.places();
+        let mut below_redirect: Option<std::ops::Range<LayerIx>> = None;
+        loop {
+            let next = match &mut below_redirect {
+                Some(layers) => layers.next().map(Place::Lower),
+                None => from_parent.next(),
+            };
+            let Some(place) = next else { break };
             let below = match place {
                 Place::Upper => 0,
                 Place::Lower(i) => i + 1,
@@ -235,8 +240,7 @@ impl Union {
                 if target.absolute {
                     // As overlayfs: an absolute redirect is looked up in every layer
                     // below, also where the parent has no copy.
-                    places.truncate(next);
-                    places.extend((below..lower_count).map(Place::Lower));
+                    below_redirect = Some(below..lower_count);
                 }
                 node.redirects.push((below, target.path.clone()));
                 redirected = Some(target.path);

@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use strata_overlay::{MountPlan, OverlayOptions};
-use strata_store::MountSpec;
+use strata_store::{MountSpec, Store};
 use tonic::Status;
 
 use crate::Driver;
@@ -20,6 +20,17 @@ use crate::proto::containerd::types::Mount;
 
 /// The mount type containerd runs `mount.fuse3 ... -t strata-fuse` for.
 pub const FUSE_TYPE: &str = "fuse3.strata-fuse";
+
+/// The mounts of snapshot `key` (its spec `spec`): its own dir is looked up only for a
+/// view of nothing.
+pub(crate) fn of_snapshot(store: &Store, key: &str, spec: &MountSpec, driver: Driver) -> Result<Vec<Mount>, Status> {
+    if spec.read_only && spec.lowers.is_empty() {
+        let own = store.snapshot_dir(key).map_err(|e| crate::status::from_store(&e))?;
+        return Ok(vec![bind(&own, true)]);
+    }
+    // Anything else never binds its own dir: the key only names the plan in errors.
+    for_spec(spec, Path::new(key), driver)
+}
 
 /// The mounts for `spec`; `own_dir` is bound read-only for a view of nothing (a view
 /// with no parent: containerd's overlay snapshotter binds an empty dir the same way).

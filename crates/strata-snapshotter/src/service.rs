@@ -137,8 +137,7 @@ impl Snapshots for Snapshotter {
                     .prepare(&r.key, non_empty(&r.parent), labels_of(r.labels))
                     .map_err(|e| from_store(&e))?;
                 info!(key = %r.key, parent = %r.parent, layers = spec.lowers.len(), "prepared");
-                let own = store.snapshot_dir(&r.key).map_err(|e| from_store(&e))?;
-                mounts::for_spec(&spec, &own, driver)
+                mounts::of_snapshot(store, &r.key, &spec, driver)
             })
             .await?;
         Ok(Response::new(pb::PrepareSnapshotResponse { mounts }))
@@ -155,8 +154,7 @@ impl Snapshots for Snapshotter {
             .run(move |store| {
                 let spec = store.view(&r.key, non_empty(&r.parent), labels_of(r.labels)).map_err(|e| from_store(&e))?;
                 info!(key = %r.key, parent = %r.parent, "view");
-                let own = store.snapshot_dir(&r.key).map_err(|e| from_store(&e))?;
-                mounts::for_spec(&spec, &own, driver)
+                mounts::of_snapshot(store, &r.key, &spec, driver)
             })
             .await?;
         Ok(Response::new(pb::ViewSnapshotResponse { mounts }))
@@ -168,8 +166,7 @@ impl Snapshots for Snapshotter {
         let mounts = self
             .run(move |store| {
                 let spec = store.mounts(&r.key).map_err(|e| from_store(&e))?;
-                let own = store.snapshot_dir(&r.key).map_err(|e| from_store(&e))?;
-                mounts::for_spec(&spec, &own, driver)
+                mounts::of_snapshot(store, &r.key, &spec, driver)
             })
             .await?;
         Ok(Response::new(pb::MountsResponse { mounts }))

@@ -30,6 +30,7 @@ pub fn write_tar<W: Write>(upper: &Path, options: &DiffOptions, out: W) -> Resul
         report: DiffReport::default(),
         links: HashMap::new(),
         upper: upper.to_path_buf(),
+        lower_roots: Vec::new(),
     };
     // A root made opaque (a layer that replaced everything) keeps its marker.
     if whiteout::is_opaque(root.as_fd(), OsStr::new(""), options.xattrs).map_err(io_err("read opaque marker", upper))? {
@@ -70,6 +71,8 @@ struct Walk<'a, W: Write> {
     /// (dev, ino) of multiply-linked files -> the layer path first written for them.
     links: HashMap<(u64, u64), Vec<u8>>,
     upper: PathBuf,
+    /// The lower layers' roots, opened on the first redirect met (most walks meet none).
+    lower_roots: Vec<OwnedFd>,
 }
 
 impl<W: Write> Walk<'_, W> {
@@ -318,10 +321,14 @@ impl<W: Write> Walk<'_, W> {
 
     /// The lower layers' copies of dir `lower` (top-most first) that a mount merges: down
     /// to the first non-directory or opaque one.
-    fn lower_dirs(&self, lower: &Path, full: &Path) -> Result<Vec<(usize, OwnedFd)>> {
+    fn lower_dirs(&mut self, lower: &Path, full: &Path) -> Result<Vec<(usize, OwnedFd)>> {
         let mut out = Vec::new();
-        for (i, root) in self.options.lowers.iter().enumerate() {
-            let layer = sys::open_dir_nofollow(root).map_err(io_err("open lower layer", root))?;
+        if self.lower_roots.is_empty() {
+            self.lower_roots = (self.options.lowers.iter())
+                .map(|root| sys::open_dir_nofollow(root).map_err(io_err("open lower layer", root)))
+                .collect::<Result<_>>()?;
+        }
+        for (i, layer) in self.lower_roots.iter().enumerate() {
             let dir = match sys::open_dir_beneath(layer.as_fd(), lower.as_os_str()) {
                 Ok(dir) => dir,
                 Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => continue,

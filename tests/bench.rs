@@ -49,7 +49,18 @@ fn privileged_bench_mount_smoke() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
     let names: Vec<&str> =
         report["results"].as_array().expect("results").iter().filter_map(|r| r["tool"].as_str()).collect();
-    for op in ["sequential read", "copy-up of large files", "metadata walk (ls -lR)", "small-file writes (tar -x)"] {
+    let ops = [
+        "read, cold cache",
+        "read, warm cache",
+        "copy-up (append 1 byte)",
+        "find",
+        "stat of each file",
+        "untar small files",
+        "untar small files + sync",
+        "rm -rf of lower files",
+        "rm -rf of files just written",
+    ];
+    for op in ops {
         for driver in ["strata mount (kernel overlayfs)", "strata-fuse (passthrough)", "strata-fuse (no passthrough)"] {
             assert!(names.contains(&format!("{driver}: {op}").as_str()), "{driver}: {op} missing from {names:?}");
         }

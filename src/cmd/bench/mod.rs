@@ -35,8 +35,9 @@ enum BenchCommand {
     Unpack(UnpackBench),
     /// Working through the mount (alias: copy-up): kernel overlayfs (`strata mount`'s
     /// default) vs strata-fuse with and without passthrough vs fuse-overlayfs on the same
-    /// layers — sequential read, copy-up of large files, a metadata walk, small-file
-    /// writes. Needs root.
+    /// layers — cold and warm reads, copy-up of large files, find and stat of every
+    /// file, untarring small files (with and without sync), rm -rf of lower and
+    /// of new files (40 small files per MB of --size). Needs root.
     #[command(alias = "copy-up")]
     Mount(MountBench),
     /// Saving a container's changes as a layer: `strata commit` vs containerd's `ctr
@@ -186,22 +187,30 @@ fn mount(args: MountBench) -> anyhow::Result<()> {
     c.say("preparing the workload");
     let (tars, layout) = generated_layout(c, &work.0)?;
     let dir = work.0.join("layers");
-    // Small files to write through the mount: plain files only (a layer's .wh. entries
-    // are names fuse-overlayfs refuses to create).
-    let small = workload::layer_under(workload::Shape::SmallFiles, c.size * 100_000, c.seed + 3, "srv/app", &[]);
-    let small_tar = dir.join("small.tar");
-    std::fs::write(&small_tar, &small)?;
+    // Small files to write through the mount, as a package manager does: 10,240 at the
+    // default size.
+    let files = c.size * 40;
+    let tree = workload::small_tree(files, c.seed + 3);
+    let tree_tar = dir.join("tree.tar");
+    std::fs::write(&tree_tar, &tree)?;
     let store = std::sync::Arc::new(strata_store::Store::open(work.0.join("store"))?);
     let image = Image::open(&layout, &Selector::default())?;
     let outcome = store.unpack(&strata::rootfs::layer_specs(&image, None), Default::default(), &|_| {})?;
     let top = outcome.chains.last().map(ToString::to_string).context("the bench image has layers")?;
-    let large_bytes = tars[1].len() as u64;
-    let ops = mounts::operations(large_bytes, &small_tar, small.len() as u64);
+    let paths = mounts::Paths {
+        large_dir: "opt/models",
+        large_bytes: tars[1].len() as u64,
+        small_dir: "usr/lib",
+        tree_tar: &tree_tar,
+        tree_bytes: tree.len() as u64,
+    };
+    let ops = mounts::operations(&paths);
     let (tools, mut skipped) = mounts::tools(&store, &top, &ops);
     let (results, failed) = runner::run_all(&tools, c.runs, &work.0.join("scratch"), c.drop_caches, &|m| c.say(m))?;
     skipped.extend(failed);
     let description = json!({"generated": {"size_mb": c.size, "seed": c.seed}, "layers": tars.len(),
-        "large_file_bytes": large_bytes, "small_tar_bytes": small.len(), "runs": c.runs, "dir": work.0.display().to_string()});
+        "large_file_bytes": paths.large_bytes, "untar_files": files, "untar_bytes": tree.len(), "runs": c.runs,
+        "dir": work.0.display().to_string()});
     c.emit(&results, &skipped, "strata bench mount: MB/s through the mount", description)
 }
 

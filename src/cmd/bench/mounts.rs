@@ -2,9 +2,10 @@
 //! (unpacked once into a bench store) are mounted by kernel overlayfs (`strata mount`'s
 //! default driver), by strata-fuse with and without kernel passthrough, and by
 //! fuse-overlayfs, each run on a fresh writable layer, and the same
-//! operations are timed: sequential read of the large files, copy-up of those files
-//! (append one byte each), a metadata walk of the whole tree, and small-file writes
-//! (extracting a tar of ~1000 files into the mount).
+//! operations are timed ([`operations`]): reads of the large files with a cold and a
+//! warm page cache, their copy-up, `find` and `stat` of every file (cold), untarring
+//! small files (10,240 at the default size) with and without `sync`, and `rm -rf` of
+//! lower files and of files just written.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -44,6 +45,7 @@ pub struct MountHooks {
     pub store: std::sync::Arc<Store>,
     pub top: String,
     pub driver: Driver,
+    pub op: Operation,
     pub current: Mutex<Option<String>>,
 }
 
@@ -68,7 +70,21 @@ impl RunHooks for MountHooks {
                 mount_fuse(&crate::fuse_daemon()?, &spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
             }
         }
+        if let Some(setup) = &self.op.setup {
+            let status = Command::new("sh").arg("-c").arg(format!("set -e; {setup}")).current_dir(scratch).status()?;
+            if !status.success() {
+                bail!("setup of {:?} failed: {setup}", self.op.name);
+            }
+        }
+        if self.op.cold {
+            rustix::fs::sync();
+            std::fs::write("/proc/sys/vm/drop_caches", b"3").context("dropping the page cache (needs root)")?;
+        }
         Ok(())
+    }
+
+    fn sync_in_time(&self) -> bool {
+        self.op.sync
     }
 
     fn after(&self, scratch: &Path) {
@@ -97,33 +113,82 @@ fn fuse_overlayfs(spec: &MountSpec, target: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The operations, as shell snippets run in the scratch dir (`mnt/` is the mount).
-pub fn operations(large_bytes: u64, small_tar: &Path, small_bytes: u64) -> Vec<(&'static str, String, u64)> {
+/// One timed operation through the mount, as shell snippets run in the scratch dir
+/// (`mnt/` is the mount).
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub name: &'static str,
+    /// Untimed, after mounting: warms a cache or puts files in place.
+    pub setup: Option<String>,
+    /// Drop the page, dentry and inode caches after `setup` (a cold-cache row).
+    pub cold: bool,
+    /// The timed command.
+    pub script: String,
+    /// Bytes it moves (for MB/s; 0 for metadata rows).
+    pub bytes: u64,
+    /// `sync` inside the timed span.
+    pub sync: bool,
+}
+
+/// Where the bench's files are: the large files (lower layer 2), the small-file tree
+/// (lower layer 1), and a tar of a separate many-small-files tree to write.
+pub struct Paths<'a> {
+    pub large_dir: &'a str,
+    pub large_bytes: u64,
+    pub small_dir: &'a str,
+    pub tree_tar: &'a Path,
+    pub tree_bytes: u64,
+}
+
+/// The rows: what a container does through its root filesystem, from reading a model
+/// file to a package manager unpacking and removing files.
+pub fn operations(p: &Paths<'_>) -> Vec<Operation> {
+    let large = format!("$(find mnt/{} -type f)", p.large_dir);
+    let untar = format!("mkdir -p mnt/new && tar -xf {:?} -C mnt/new", p.tree_tar);
+    let op = |name, setup: Option<String>, cold, script: String, bytes, sync| Operation {
+        name,
+        setup,
+        cold,
+        script,
+        bytes,
+        sync,
+    };
     vec![
-        ("sequential read", "cat $(find mnt/opt/models -type f) > /dev/null".to_owned(), large_bytes),
-        (
-            "copy-up of large files",
-            "for f in $(find mnt/opt/models -type f); do printf x >> \"$f\"; done".to_owned(),
-            large_bytes,
+        op("read, cold cache", None, true, format!("cat {large} > /dev/null"), p.large_bytes, false),
+        op(
+            "read, warm cache",
+            Some(format!("cat {large} > /dev/null")),
+            false,
+            format!("cat {large} > /dev/null"),
+            p.large_bytes,
+            false,
         ),
-        ("metadata walk (ls -lR)", "ls -lR mnt > /dev/null".to_owned(), 0),
-        ("small-file writes (tar -x)", format!("mkdir -p mnt/new && tar -xf {:?} -C mnt/new", small_tar), small_bytes),
+        op(
+            "copy-up (append 1 byte)",
+            None,
+            false,
+            format!("for f in {large}; do printf x >> \"$f\"; done"),
+            p.large_bytes,
+            true,
+        ),
+        op("find", None, true, "find mnt > /dev/null".into(), 0, false),
+        op("stat of each file", None, true, "find mnt -print0 | xargs -0 stat > /dev/null".into(), 0, false),
+        op("untar small files", None, false, untar.clone(), p.tree_bytes, false),
+        op("untar small files + sync", None, false, untar.clone(), p.tree_bytes, true),
+        op("rm -rf of lower files", None, true, format!("rm -rf mnt/{}", p.small_dir), 0, true),
+        op("rm -rf of files just written", Some(format!("{untar} && sync")), false, "rm -rf mnt/new".into(), 0, true),
     ]
 }
 
 /// Builds the rows: each operation under each driver, paired with the kernel row.
-pub fn tools(
-    store: &std::sync::Arc<Store>,
-    top: &str,
-    ops: &[(&'static str, String, u64)],
-) -> (Vec<Tool>, Vec<Skipped>) {
+pub fn tools(store: &std::sync::Arc<Store>, top: &str, ops: &[Operation]) -> (Vec<Tool>, Vec<Skipped>) {
     let mut tools = Vec::new();
     let mut skipped = Vec::new();
     let root = rustix::process::geteuid().is_root();
-    for (op, script, bytes) in ops {
-        let pair = format!("{}: {op}", Driver::Kernel.label());
+    for op in ops {
+        let pair = format!("{}: {}", Driver::Kernel.label(), op.name);
         for driver in [Driver::Kernel, Driver::StrataFuse, Driver::StrataFuseNoPassthrough, Driver::FuseOverlayfs] {
-            let name = format!("{}: {op}", driver.label());
+            let name = format!("{}: {}", driver.label(), op.name);
             if !root {
                 skipped.push((name, "mounting needs root".into()));
                 continue;
@@ -136,11 +201,11 @@ pub fn tools(
                 skipped.push((name, "fuse-overlayfs not installed (apt install fuse-overlayfs)".into()));
                 continue;
             }
-            let script = script.clone();
+            let script = op.script.clone();
             tools.push(Tool {
                 name,
                 pair: pair.clone(),
-                bytes: *bytes,
+                bytes: op.bytes,
                 command: Box::new(move |scratch: &Path| {
                     let mut c = Command::new("sh");
                     c.arg("-c").arg(format!("set -e; {script}")).current_dir(scratch);
@@ -150,6 +215,7 @@ pub fn tools(
                     store: std::sync::Arc::clone(store),
                     top: top.to_owned(),
                     driver,
+                    op: op.clone(),
                     current: Mutex::new(None),
                 })),
             });

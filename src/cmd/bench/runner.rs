@@ -26,6 +26,11 @@ pub trait RunHooks {
     fn before(&self, scratch: &Path) -> anyhow::Result<()>;
     /// After it (also after a failure).
     fn after(&self, scratch: &Path);
+    /// Whether `sync` runs inside the timed span (the default). Off for rows that
+    /// measure what a program waits for, before the data reaches the disk.
+    fn sync_in_time(&self) -> bool {
+        true
+    }
 }
 
 /// A tool left out of the results, and why (not installed, or failed its warm-up).
@@ -57,7 +62,7 @@ impl Measured {
 
 /// Runs every tool once to warm caches, then `runs` rounds in alternating order
 /// (A B C, then C B A, ...), each in a fresh scratch dir under `work`, `sync` included in
-/// the time. With `drop_caches`, the page cache is dropped before every run.
+/// the time unless the tool's hooks say otherwise. With `drop_caches`, the page cache is dropped before every run.
 pub fn run_all(
     tools: &[Tool],
     runs: usize,
@@ -144,7 +149,9 @@ fn timed(tool: &Tool, scratch: &Path, gnu_time: bool) -> anyhow::Result<(f64, Op
         .stderr(Stdio::piped())
         .output()
         .with_context(|| format!("starting {}", tool.name))?;
-    sync();
+    if tool.hooks.as_ref().is_none_or(|h| h.sync_in_time()) {
+        sync();
+    }
     let secs = started.elapsed().as_secs_f64();
     if !out.status.success() {
         bail!("{} failed: {}", tool.name, String::from_utf8_lossy(&out.stderr).trim());

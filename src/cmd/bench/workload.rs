@@ -132,6 +132,27 @@ pub fn image(bytes: u64, seed: u64) -> Vec<Vec<u8>> {
     ]
 }
 
+/// A tar of `files` small files (200 B to 9 KB, like a package's) spread over 100
+/// directories of 7 subdirectories each: what a package manager writes.
+pub fn small_tree(files: u64, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut tar = Builder::new(Vec::new());
+    let mut data = Vec::new();
+    for d in 0..100 {
+        tar.append(&Entry::dir(&format!("tree/d{d:02}"), 0o755), b"").expect("write to a Vec");
+        for s in 0..7 {
+            tar.append(&Entry::dir(&format!("tree/d{d:02}/s{s}"), 0o755), b"").expect("write to a Vec");
+        }
+    }
+    for i in 0..files {
+        let size = [200, 900, 2000, 4000, 9000][rng.below(5) as usize];
+        content(&mut rng, size, &mut data);
+        let path = format!("tree/d{:02}/s{}/f{i}", i % 100, i % 7);
+        tar.append(&Entry::file(&path, 0o644), &data).expect("write to a Vec");
+    }
+    tar.finish().expect("write to a Vec")
+}
+
 /// gzip at the level `docker push` / containerd use (default, 6).
 pub fn gzip(tar: &[u8]) -> Vec<u8> {
     use std::io::Write;

@@ -13,6 +13,7 @@ mod flat_diff;
 mod formats;
 mod fuse;
 mod fuse_diff;
+mod fuse_uring;
 mod hostile;
 mod images;
 mod mount;

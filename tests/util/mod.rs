@@ -99,6 +99,17 @@ pub fn require_fuse(test: &str) -> bool {
     require_privileged(test) && unavailable(test, if fuse { &[] } else { &["/dev/fuse (modprobe fuse)"] })
 }
 
+/// As [`require_fuse`], plus FUSE-over-io_uring switched on (Linux 6.14+; CI runs
+/// `echo Y > /sys/module/fuse/parameters/enable_uring`).
+pub fn require_fuse_uring(test: &str) -> bool {
+    let on = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y");
+    require_fuse(test)
+        && unavailable(
+            test,
+            if on { &[] } else { &["FUSE-over-io_uring (echo Y > /sys/module/fuse/parameters/enable_uring)"] },
+        )
+}
+
 /// As [`require_privileged`], plus each of `tools` on `PATH` (CI installs them from Debian).
 pub fn require_tools(test: &str, tools: &[&str]) -> bool {
     let path = std::env::var_os("PATH").unwrap_or_default();

@@ -25,6 +25,9 @@ Options (-o, comma-separated; `\\,` and `\\:` escape inside paths):
   workdir=DIR        staging dir on the upper dir's filesystem (with upperdir)
   passthrough=on|off kernel passthrough for file I/O when privileged (default on)
   threads=N          FUSE request threads (default: 2 per CPU, 4..16)
+  uring=on|off       take requests over FUSE-over-io_uring, each on its caller's
+                     CPU, when the kernel offers it (default on; needs Linux 6.14+
+                     and `echo Y > /sys/module/fuse/parameters/enable_uring`)
   userxattr          opaque markers in user.overlay.* (default when not root)
   whiteouts=aufs     write whiteouts as .wh.NAME files (default: char 0/0 devices,
                      falling back to .wh. files where the upper fs cannot make them)

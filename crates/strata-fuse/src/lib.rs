@@ -20,6 +20,10 @@
 //!   (upper files, and every file of a read-only mount) bypass this process through FUSE
 //!   passthrough; lower files of a writable mount are read through the page cache, so
 //!   a copy-up never waits for another user's readers (see `open_files.rs`);
+//! - where the kernel offers FUSE-over-io_uring (Linux 6.14+ with the `fuse` module's
+//!   `enable_uring`), requests are answered on their caller's CPU by a thread pinned
+//!   there ([`UnionConfig::uring`]; the transport lives in the vendored fuser, see
+//!   `vendor/README.md`), without the two cross-CPU wake-ups of `/dev/fuse`;
 //! - a mount serves every user from one process: opens of an inode share one fd, and
 //!   mounting raises this process's soft fd limit to its hard limit, keeping 1,024 fds
 //!   for root's opens.
@@ -120,6 +124,10 @@ pub struct UnionConfig {
     pub passthrough: bool,
     /// FUSE request threads.
     pub threads: usize,
+    /// Take requests over FUSE-over-io_uring when the kernel offers it (Linux 6.14+ with
+    /// the `fuse` module's `enable_uring`): each on the CPU of its caller, by a thread
+    /// pinned there, in addition to the `threads` that read `/dev/fuse`.
+    pub uring: bool,
     /// Let users other than the mounter in (`allow_other`; root may always).
     pub allow_other: bool,
     pub xattrs: XattrNamespace,
@@ -142,7 +150,8 @@ pub struct UnionConfig {
 }
 
 impl UnionConfig {
-    /// Defaults: passthrough on, two threads per CPU (4 to 16); when root `allow_other`,
+    /// Defaults: passthrough on, io_uring where the kernel offers it, two threads per CPU
+    /// (4 to 16); when root `allow_other`,
     /// `dev`, `suid` and the `trusted.` namespace, else the `user.` namespace.
     pub fn new(lowers: Vec<PathBuf>) -> UnionConfig {
         let root = rustix::process::geteuid().is_root();
@@ -154,6 +163,7 @@ impl UnionConfig {
             passthrough: true,
             // Requests wait on wake-ups more than on CPU: more threads than cores pay.
             threads: (2 * cpus).clamp(4, 16),
+            uring: true,
             allow_other: root,
             xattrs: XattrNamespace::native(),
             fsname: "strata".into(),
@@ -242,6 +252,7 @@ impl UnionConfig {
         let options = fs::FsOptions {
             read_only,
             passthrough: self.passthrough,
+            uring: self.uring,
             uid_map: self.uid_map.clone(),
             gid_map: self.gid_map.clone(),
         };

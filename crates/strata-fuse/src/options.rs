@@ -41,6 +41,8 @@ pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
             }
             ("passthrough", Some("on")) => config.passthrough = true,
             ("passthrough", Some("off")) => config.passthrough = false,
+            ("uring", Some("on")) => config.uring = true,
+            ("uring", Some("off")) => config.uring = false,
             ("userxattr", None) => config.xattrs = XattrNamespace::User,
             ("whiteouts", Some("aufs")) => config.aufs_whiteouts = true,
             ("whiteouts", Some("overlay")) => config.aufs_whiteouts = false,

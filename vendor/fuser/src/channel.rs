@@ -47,13 +47,19 @@ impl Channel {
         }
     }
 
+    /// The device this channel reads (strata: the ring threads submit on it).
+    #[cfg(target_os = "linux")]
+    pub(crate) fn dev(&self) -> Arc<DevFuse> {
+        self.0.clone()
+    }
+
     /// Returns a sender object for this channel. The sender object can be
     /// used to send to the channel. Multiple sender objects can be used
     /// and they can safely be sent to other threads.
     pub(crate) fn sender(&self) -> ChannelSender {
         // Since write/writev syscalls are threadsafe, we can simply create
         // a sender by using the same file and use it in other threads.
-        ChannelSender(self.0.clone())
+        ChannelSender { dev: self.0.clone(), ring: None }
     }
 
     /// Clone the FUSE device fd using FUSE_DEV_IOC_CLONE ioctl.
@@ -79,12 +85,30 @@ impl Channel {
     }
 }
 
+/// Where replies go: written to the device, or (strata's addition) handed to the ring
+/// thread that received the request over FUSE-over-io_uring.
 #[derive(Clone, Debug)]
-pub(crate) struct ChannelSender(Arc<DevFuse>);
+pub(crate) struct ChannelSender {
+    dev: Arc<DevFuse>,
+    #[cfg(target_os = "linux")]
+    ring: Option<Arc<crate::uring::RingAnswer>>,
+    #[cfg(not(target_os = "linux"))]
+    ring: Option<std::convert::Infallible>,
+}
 
 impl ChannelSender {
+    /// The sender of a request that came over the ring: its answer goes back there.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn ring(dev: &Arc<DevFuse>, answer: &Arc<crate::uring::RingAnswer>) -> ChannelSender {
+        ChannelSender { dev: dev.clone(), ring: Some(answer.clone()) }
+    }
+
     pub(crate) fn send(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<()> {
-        let rc = nix::sys::uio::writev(&self.0, bufs)?;
+        #[cfg(target_os = "linux")]
+        if let Some(answer) = &self.ring {
+            return answer.send(bufs);
+        }
+        let rc = nix::sys::uio::writev(&self.dev, bufs)?;
         // writev is atomic, so do not need to check how many bytes are written.
         // libfuse does not do it either
         // https://github.com/libfuse/libfuse/blob/6278995cca991978abd25ebb2c20ebd3fc9e8a13/lib/fuse_lowlevel.c#L267
@@ -93,10 +117,10 @@ impl ChannelSender {
     }
 
     pub(crate) fn open_backing(&self, fd: BorrowedFd<'_>) -> std::io::Result<BackingId> {
-        BackingId::create(&self.0, fd)
+        BackingId::create(&self.dev, fd)
     }
 
     pub(crate) unsafe fn wrap_backing(&self, id: u32) -> BackingId {
-        unsafe { BackingId::wrap_raw(&self.0, id) }
+        unsafe { BackingId::wrap_raw(&self.dev, id) }
     }
 }

@@ -139,6 +139,8 @@ pub struct Session<FS: Filesystem> {
     /// The field is set to `Some` when the init message is received.
     pub(crate) proto_version: Option<Version>,
     pub(crate) config: Config,
+    /// FUSE-over-io_uring was negotiated: each entry's payload buffer size.
+    pub(crate) uring_payload: Option<usize>,
 }
 
 impl<FS: Filesystem> AsFd for Session<FS> {
@@ -186,6 +188,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config: options.clone(),
+            uring_payload: None,
         };
 
         session.handshake()?;
@@ -214,6 +217,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner: geteuid(),
             proto_version: None,
             config,
+            uring_payload: None,
         };
 
         session.handshake()?;
@@ -252,6 +256,7 @@ impl<FS: Filesystem> Session<FS> {
             session_owner,
             proto_version: _,
             config,
+            uring_payload,
         } = self;
 
         let n_threads = config.n_threads.unwrap_or(1);
@@ -269,6 +274,8 @@ impl<FS: Filesystem> Session<FS> {
 
         let mut filesystem = Arc::new(filesystem);
 
+        #[cfg(target_os = "linux")]
+        let dev = ch.clone();
         let mut channels = Vec::with_capacity(n_threads);
 
         for _ in 0..n_threads_minus_one {
@@ -304,6 +311,30 @@ impl<FS: Filesystem> Session<FS> {
                     .name(thread_name)
                     .spawn(move || event_loop.event_loop())?,
             );
+        }
+
+        #[cfg(target_os = "linux")]
+        if let Some(payload) = uring_payload {
+            for cpu in crate::uring::possible_cpus()? {
+                let Ok(qid) = u16::try_from(cpu) else { break };
+                let thread_name = format!("fuser-ring-{cpu}");
+                let event_loop = SessionEventLoop {
+                    thread_name: thread_name.clone(),
+                    filesystem: filesystem.clone(),
+                    ch: dev.clone(),
+                    allowed,
+                    session_owner,
+                };
+                threads.push(thread::Builder::new().name(thread_name).spawn(move || {
+                    let dev = event_loop.ch.dev();
+                    // A queue that cannot register leaves the ring unused: the classic
+                    // threads then serve every request.
+                    if let Err(e) = crate::uring::serve_queue(&event_loop, &dev, qid, payload) {
+                        warn!("FUSE ring queue {qid}: {e}");
+                    }
+                    Ok(())
+                })?);
+            }
         }
 
         let mut reply: io::Result<()> = Ok(());
@@ -468,6 +499,11 @@ impl<FS: Filesystem> Session<FS> {
                 config.max_readahead,
                 config.max_write
             );
+
+            #[cfg(target_os = "linux")]
+            if (init.capabilities() & config.requested).contains(InitFlags::FUSE_OVER_IO_URING) {
+                self.uring_payload = Some(crate::uring::payload_size(config.max_write, config.max_pages()));
+            }
 
             let response = init.reply(&config);
             <ReplyRaw as Reply>::new(request.unique(), ReplySender::Channel(self.ch.sender()))

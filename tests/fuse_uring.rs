@@ -1,0 +1,126 @@
+//! strata-fuse over FUSE-over-io_uring: requests are served by the ring thread of the
+//! caller's CPU, the mount behaves the same, and it unmounts cleanly; `uring=off` keeps
+//! the `/dev/fuse` transport.
+
+use std::fs;
+use std::path::Path;
+use std::process::{Child, Command};
+
+use crate::util::require_fuse_uring;
+
+/// A strata-fuse daemon in the foreground over one lower dir, with `extra` options.
+fn mount(dir: &Path, extra: &str) -> Child {
+    for d in ["lower", "upper", "work", "mnt"] {
+        fs::create_dir_all(dir.join(d)).expect("mkdir");
+    }
+    fs::write(dir.join("lower/file"), b"lower data").expect("file");
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}{extra}",
+        dir.join("lower").display(),
+        dir.join("upper").display(),
+        dir.join("work").display()
+    );
+    let daemon = Command::new(env!("CARGO_BIN_EXE_strata-fuse"))
+        .args(["-f", "-o", &opts])
+        .arg(dir.join("mnt"))
+        .spawn()
+        .expect("start strata-fuse");
+    let target = dir.join("mnt").display().to_string();
+    let mounted = (0..500).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&target))
+    });
+    assert!(mounted, "strata-fuse mounted {target}");
+    daemon
+}
+
+/// Voluntary context switches of the daemon's threads, by thread name.
+fn switches_by_thread(pid: u32) -> Vec<(String, u64)> {
+    let mut threads = Vec::new();
+    for task in fs::read_dir(format!("/proc/{pid}/task")).expect("tasks") {
+        let task = task.expect("task").path();
+        let name = fs::read_to_string(task.join("comm")).expect("comm").trim().to_owned();
+        let status = fs::read_to_string(task.join("status")).expect("status");
+        let switches = status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse().ok())
+            .expect("voluntary_ctxt_switches");
+        threads.push((name, switches));
+    }
+    threads
+}
+
+/// `n` getxattr calls on `file` from a thread pinned to CPU 0: each one request.
+fn round_trips_from_cpu0(file: &Path, n: usize) {
+    let file = file.to_owned();
+    std::thread::spawn(move || {
+        let mut cpu0 = rustix::thread::CpuSet::new();
+        cpu0.set(0);
+        rustix::thread::sched_setaffinity(None, &cpu0).expect("pin to CPU 0");
+        let mut buf = [0u8; 64];
+        for _ in 0..n {
+            let r = rustix::fs::lgetxattr(&file, "user.strata-test", &mut buf[..]);
+            assert_eq!(r, Err(rustix::io::Errno::NODATA), "getxattr of a missing name");
+        }
+    })
+    .join()
+    .expect("client thread");
+}
+
+fn unmount(dir: &Path, mut daemon: Child) {
+    assert!(Command::new("umount").arg(dir.join("mnt")).status().expect("umount").success());
+    // The ring threads end with the mount, so the daemon exits.
+    let status = daemon.wait().expect("daemon exits after umount");
+    assert!(status.success(), "strata-fuse exited with {status}");
+}
+
+#[test]
+fn privileged_fuse_serves_requests_on_the_callers_cpu_over_io_uring() {
+    if !require_fuse_uring("privileged_fuse_serves_requests_on_the_callers_cpu_over_io_uring") {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let daemon = mount(dir.path(), "");
+    let pid = daemon.id();
+    let mnt = dir.path().join("mnt");
+    let before = switches_by_thread(pid);
+    let cpus = fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible cpus");
+    let last: usize = cpus.trim().rsplit(['-', ',']).next().and_then(|c| c.parse().ok()).expect("cpu id");
+    for cpu in 0..=last {
+        assert!(before.iter().any(|(name, _)| *name == format!("fuser-ring-{cpu}")), "a ring thread for CPU {cpu}");
+    }
+    round_trips_from_cpu0(&mnt.join("file"), 2000);
+    let after = switches_by_thread(pid);
+    let grew = |prefix: &str| -> u64 {
+        after
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(name, n)| n - before.iter().find(|(b, _)| b == name).map_or(0, |(_, b)| *b))
+            .sum()
+    };
+    // Each request wakes the thread that serves it once: CPU 0's ring thread served the
+    // calls, the /dev/fuse threads next to none.
+    let ring0 = grew("fuser-ring-0");
+    let classic = grew("fuser-") - grew("fuser-ring-");
+    assert!(ring0 >= 1900, "CPU 0's ring thread woke {ring0} times for 2000 requests");
+    assert!(classic < 100, "the /dev/fuse threads woke {classic} times for requests the ring served");
+    // The mount behaves as over /dev/fuse: copy-up, create, rename, remove.
+    fs::write(mnt.join("file"), b"changed").expect("write through");
+    fs::write(mnt.join("new"), b"new").expect("create");
+    fs::rename(mnt.join("new"), mnt.join("renamed")).expect("rename");
+    assert_eq!(fs::read(mnt.join("renamed")).expect("read"), b"new");
+    fs::remove_file(mnt.join("renamed")).expect("unlink");
+    assert_eq!(fs::read(dir.path().join("upper/file")).expect("upper copy"), b"changed");
+    assert_eq!(fs::read(dir.path().join("lower/file")).expect("lower"), b"lower data");
+    unmount(dir.path(), daemon);
+
+    // uring=off: no ring threads; every request over /dev/fuse.
+    let off = tempfile::tempdir().expect("tempdir");
+    let daemon = mount(off.path(), ",uring=off");
+    round_trips_from_cpu0(&off.path().join("mnt/file"), 200);
+    let threads = switches_by_thread(daemon.id());
+    assert!(!threads.iter().any(|(name, _)| name.starts_with("fuser-ring-")), "uring=off starts no ring: {threads:?}");
+    assert_eq!(fs::read(off.path().join("mnt/file")).expect("read"), b"lower data");
+    unmount(off.path(), daemon);
+}

@@ -49,19 +49,21 @@ pub fn fuse_options(spec: &MountSpec, rootfs: bool) -> String {
     opts.join(",")
 }
 
-/// Starts `daemon` for `spec` at `target` and waits until it serves; `passthrough` off
-/// serves all I/O in the daemon (what an unprivileged mount gets anyway).
+/// Starts `daemon` for `spec` at `target` and waits until it serves. `extra` are more
+/// strata-fuse options (`passthrough=off` serves all I/O in the daemon, what an
+/// unprivileged mount gets anyway; `uring=off` keeps requests on `/dev/fuse`).
 ///
 /// # Errors
 /// [`Error::Fuse`]: no `/dev/fuse`, the daemon cannot start, or it could not mount (its
 /// own message went to stderr).
-pub fn mount_fuse(daemon: &FuseDaemon, spec: &MountSpec, target: &Path, rootfs: bool, passthrough: bool) -> Result<()> {
+pub fn mount_fuse(daemon: &FuseDaemon, spec: &MountSpec, target: &Path, rootfs: bool, extra: &[&str]) -> Result<()> {
     if !Path::new("/dev/fuse").exists() {
         return Err(Error::Fuse("/dev/fuse is missing: load the module (`modprobe fuse`) or use overlay".into()));
     }
     let mut options = fuse_options(spec, rootfs);
-    if !passthrough {
-        options.push_str(",passthrough=off");
+    for option in extra {
+        options.push(',');
+        options.push_str(option);
     }
     let status = Command::new(&daemon.program)
         .args(&daemon.args)

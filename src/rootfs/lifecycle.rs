@@ -183,7 +183,7 @@ fn prepare_target(target: &Path) -> Result<PathBuf> {
 fn mount_spec(spec: &MountSpec, target: &Path, driver: Driver, root: bool, daemon: &FuseDaemon) -> Result<MountedWith> {
     if driver == Driver::Fuse {
         // Passthrough is asked for always; the daemon uses it where the kernel lets it.
-        mount_fuse(daemon, spec, target, root, true)?;
+        mount_fuse(daemon, spec, target, root, &[])?;
         return Ok(MountedWith::Fuse);
     }
     let plan = MountPlan::new(spec, &OverlayOptions::default(), target)?;

@@ -1,6 +1,7 @@
 //! `strata bench mount`: what a container feels through the mount. The same layers
 //! (unpacked once into a bench store) are mounted by kernel overlayfs (`strata mount`'s
-//! default driver), by strata-fuse with and without kernel passthrough, and by
+//! default driver), by strata-fuse with and without kernel passthrough (and, where
+//! FUSE-over-io_uring is on, once more with `uring=off`), and by
 //! fuse-overlayfs, each run on a fresh writable layer, and the same
 //! operations are timed ([`operations`]): reads of the large files with a cold and a
 //! warm page cache, their copy-up, `find` and `stat` of every file (cold), untarring
@@ -24,6 +25,8 @@ use super::runner::{RunHooks, Skipped, Tool};
 pub enum Driver {
     Kernel,
     StrataFuse,
+    /// The same over `/dev/fuse` only: what the io_uring transport gains.
+    StrataFuseDevOnly,
     StrataFuseNoPassthrough,
     FuseOverlayfs,
 }
@@ -33,6 +36,7 @@ impl Driver {
         match self {
             Driver::Kernel => "strata mount (kernel overlayfs)",
             Driver::StrataFuse => "strata-fuse (passthrough)",
+            Driver::StrataFuseDevOnly => "strata-fuse (passthrough, uring=off)",
             Driver::StrataFuseNoPassthrough => "strata-fuse (no passthrough)",
             Driver::FuseOverlayfs => "fuse-overlayfs",
         }
@@ -66,8 +70,12 @@ impl RunHooks for MountHooks {
                 KernelMounter.mount(&plan, &mnt(scratch))?;
             }
             Driver::FuseOverlayfs => fuse_overlayfs(&spec, &mnt(scratch))?,
-            Driver::StrataFuse | Driver::StrataFuseNoPassthrough => {
-                mount_fuse(&crate::fuse_daemon()?, &spec, &mnt(scratch), true, self.driver == Driver::StrataFuse)?;
+            Driver::StrataFuse => mount_fuse(&crate::fuse_daemon()?, &spec, &mnt(scratch), true, &[])?,
+            Driver::StrataFuseDevOnly => {
+                mount_fuse(&crate::fuse_daemon()?, &spec, &mnt(scratch), true, &["uring=off"])?
+            }
+            Driver::StrataFuseNoPassthrough => {
+                mount_fuse(&crate::fuse_daemon()?, &spec, &mnt(scratch), true, &["passthrough=off"])?;
             }
         }
         if let Some(setup) = &self.op.setup {
@@ -93,6 +101,12 @@ impl RunHooks for MountHooks {
             let _ = self.store.remove(&key);
         }
     }
+}
+
+/// Whether strata-fuse mounts here take requests over io_uring (Linux 6.14+ with the
+/// `fuse` module's `enable_uring`).
+pub fn uring_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y")
 }
 
 /// strata-fuse takes fuse-overlayfs's options, so one builder serves both.
@@ -187,7 +201,14 @@ pub fn tools(store: &std::sync::Arc<Store>, top: &str, ops: &[Operation]) -> (Ve
     let root = rustix::process::geteuid().is_root();
     for op in ops {
         let pair = format!("{}: {}", Driver::Kernel.label(), op.name);
-        for driver in [Driver::Kernel, Driver::StrataFuse, Driver::StrataFuseNoPassthrough, Driver::FuseOverlayfs] {
+        let drivers = [
+            Driver::Kernel,
+            Driver::StrataFuse,
+            Driver::StrataFuseDevOnly,
+            Driver::StrataFuseNoPassthrough,
+            Driver::FuseOverlayfs,
+        ];
+        for driver in drivers {
             let name = format!("{}: {}", driver.label(), op.name);
             if !root {
                 skipped.push((name, "mounting needs root".into()));
@@ -195,6 +216,10 @@ pub fn tools(store: &std::sync::Arc<Store>, top: &str, ops: &[Operation]) -> (Ve
             }
             if driver != Driver::Kernel && !Path::new("/dev/fuse").exists() {
                 skipped.push((name, "/dev/fuse missing (modprobe fuse)".into()));
+                continue;
+            }
+            if driver == Driver::StrataFuseDevOnly && !uring_enabled() {
+                skipped.push((name, "FUSE-over-io_uring is off: every strata-fuse row already uses /dev/fuse".into()));
                 continue;
             }
             if driver == Driver::FuseOverlayfs && !super::installed("fuse-overlayfs") {

@@ -20,7 +20,7 @@ pub fn table(all: &[Measured], skipped: &[(String, String)]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<58} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
+        "{:<70} {:>9} {:>9} {:>9} {:>9} {:>10} {:>10}",
         "tool", "median s", "min s", "max s", "MB/s", "vs strata", "peak RSS"
     );
     for m in all {
@@ -28,7 +28,7 @@ pub fn table(all: &[Measured], skipped: &[(String, String)]) -> String {
         let rss = m.peak_rss_kb.map_or_else(|| "-".to_owned(), |k| format!("{:.0} MB", k as f64 / 1024.0));
         let _ = writeln!(
             out,
-            "{:<58} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>10} {:>10}",
+            "{:<70} {:>9.3} {:>9.3} {:>9.3} {:>9} {:>10} {:>10}",
             m.name,
             m.median(),
             m.min(),
@@ -39,7 +39,7 @@ pub fn table(all: &[Measured], skipped: &[(String, String)]) -> String {
         );
     }
     for (tool, why) in skipped {
-        let _ = writeln!(out, "{tool:<58} skipped: {why}");
+        let _ = writeln!(out, "{tool:<70} skipped: {why}");
     }
     let _ =
         writeln!(out, "vs strata = time / time of the strata row it is paired with (above 1.00x: strata is faster)");

@@ -317,23 +317,25 @@ impl<FS: Filesystem> Session<FS> {
         if let Some(payload) = uring_payload {
             for cpu in crate::uring::possible_cpus()? {
                 let Ok(qid) = u16::try_from(cpu) else { break };
-                let thread_name = format!("fuser-ring-{cpu}");
-                let event_loop = SessionEventLoop {
-                    thread_name: thread_name.clone(),
-                    filesystem: filesystem.clone(),
-                    ch: dev.clone(),
-                    allowed,
-                    session_owner,
-                };
-                threads.push(thread::Builder::new().name(thread_name).spawn(move || {
-                    let dev = event_loop.ch.dev();
-                    // A queue that cannot register leaves the ring unused: the classic
-                    // threads then serve every request.
-                    if let Err(e) = crate::uring::serve_queue(&event_loop, &dev, qid, payload) {
-                        warn!("FUSE ring queue {qid}: {e}");
-                    }
-                    Ok(())
-                })?);
+                for n in 0..crate::uring::QUEUE_THREADS {
+                    let thread_name = format!("fuser-ring-{cpu}-{n}");
+                    let event_loop = SessionEventLoop {
+                        thread_name: thread_name.clone(),
+                        filesystem: filesystem.clone(),
+                        ch: dev.clone(),
+                        allowed,
+                        session_owner,
+                    };
+                    threads.push(thread::Builder::new().name(thread_name).spawn(move || {
+                        let dev = event_loop.ch.dev();
+                        // A queue that cannot register leaves the ring unused: the classic
+                        // threads then serve every request.
+                        if let Err(e) = crate::uring::serve_queue(&event_loop, &dev, qid, payload) {
+                            warn!("FUSE ring queue {qid}: {e}");
+                        }
+                        Ok(())
+                    })?);
+                }
             }
         }
 

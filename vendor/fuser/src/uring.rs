@@ -2,8 +2,8 @@
 //! addition to the vendored fuser (see `vendor/README.md` in strata).
 //!
 //! With `FUSE_OVER_IO_URING` negotiated at INIT, the kernel puts each request on the ring
-//! queue of the CPU its caller runs on. Here one thread per CPU, pinned to it, owns an
-//! io_uring whose entries are registered with that queue: a request arrives as a
+//! queue of the CPU its caller runs on. Here [`QUEUE_THREADS`] threads per CPU, pinned to
+//! it, each own an io_uring whose entry is registered with that queue: a request arrives as a
 //! completion, and its answer and the wait for the next request are one submission
 //! (`COMMIT_AND_FETCH`). Served on its caller's CPU, a request needs no cross-CPU
 //! wake-up, the cost that dominates the read/write transport on hosts whose CPUs sit
@@ -53,37 +53,80 @@ const RING_HEADER: usize = ENT_IN_OUT + 32;
 const CMD_REGISTER: u32 = 1;
 const CMD_COMMIT_AND_FETCH: u32 = 2;
 
-/// Ring entries per CPU. A second one lets the kernel hand over the next request of a
-/// CPU while the first is being answered.
-const DEPTH: usize = 2;
+/// Threads per CPU queue, each with one ring entry: a CPU's second request (readahead's
+/// next chunk, another process's call) is served while the first waits on the disk.
+pub(crate) const QUEUE_THREADS: usize = 2;
+const DEPTH: usize = 1;
 
-/// The answer to one ring request, handed from whichever thread replies to the ring
-/// thread that commits it.
-#[derive(Debug, Default)]
+/// Where the answer to one ring request goes: straight into its entry's buffers (the
+/// one copy `writev` would make), from whichever thread replies.
+#[derive(Debug)]
 pub(crate) struct RingAnswer {
-    bytes: Mutex<Option<Vec<u8>>>,
+    header: *mut u8,
+    payload: *mut u8,
+    payload_len: usize,
+    /// `Some` once answered: the body's length, or `None` for an answer too big to fit.
+    answered: Mutex<Option<Option<usize>>>,
     ready: Condvar,
 }
 
+// SAFETY: the pointers are written by the one `send` of the request (`answered` keeps any
+// other out) while the ring thread waits in `take` and touches neither buffer.
+unsafe impl Send for RingAnswer {}
+unsafe impl Sync for RingAnswer {}
+
 impl RingAnswer {
-    pub(crate) fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
-        let mut answer = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
-        for b in bufs {
-            answer.extend_from_slice(b);
+    fn new(entry: &mut Entry) -> RingAnswer {
+        RingAnswer {
+            header: entry.header.as_mut_ptr(),
+            payload: entry.payload.as_mut_ptr(),
+            payload_len: entry.payload.len(),
+            answered: Mutex::new(None),
+            ready: Condvar::new(),
         }
-        *self.bytes.lock() = Some(answer);
+    }
+
+    pub(crate) fn send(&self, bufs: &[IoSlice<'_>]) -> io::Result<()> {
+        let mut answered = self.answered.lock();
+        if answered.is_some() {
+            return Err(io::Error::other("a FUSE request answered twice"));
+        }
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let fits = total >= OUT_HEADER && total - OUT_HEADER <= self.payload_len;
+        if fits {
+            let mut at = 0;
+            for b in bufs {
+                let mut bytes: &[u8] = b;
+                while !bytes.is_empty() {
+                    // SAFETY: `at` < OUT_HEADER addresses the header's first 16 bytes, and
+                    // `at - OUT_HEADER` < `payload_len` (checked above) the payload.
+                    let n = if at < OUT_HEADER {
+                        let n = bytes.len().min(OUT_HEADER - at);
+                        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.header.add(at), n) };
+                        n
+                    } else {
+                        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), self.payload.add(at - OUT_HEADER), bytes.len()) };
+                        bytes.len()
+                    };
+                    bytes = &bytes[n..];
+                    at += n;
+                }
+            }
+        }
+        *answered = Some(fits.then(|| total - OUT_HEADER));
         self.ready.notify_one();
         Ok(())
     }
 
-    /// Waits for the answer: a filesystem may reply from another thread, later.
-    fn take(&self) -> Vec<u8> {
-        let mut bytes = self.bytes.lock();
+    /// Waits for the answer (a filesystem may reply from another thread, later): the
+    /// body's length, or `None` if it did not fit.
+    fn take(&self) -> Option<usize> {
+        let mut answered = self.answered.lock();
         loop {
-            if let Some(answer) = bytes.take() {
-                return answer;
+            if let Some(body) = *answered {
+                return body;
             }
-            self.ready.wait(&mut bytes);
+            self.ready.wait(&mut answered);
         }
     }
 }
@@ -154,20 +197,21 @@ impl Entry {
         Ok(())
     }
 
-    /// Puts an answer (out-header and body, as written to `/dev/fuse`) in place.
-    fn put_answer(&mut self, answer: &[u8]) {
-        let (header, body) = answer.split_at(OUT_HEADER.min(answer.len()));
-        if header.len() < OUT_HEADER || body.len() > self.payload.len() {
-            // Cannot happen for answers fuser builds; fail the request rather than the queue.
-            error!("ring answer of {} bytes does not fit its entry", answer.len());
-            let unique = self.u64_at(8);
-            self.header[..OUT_HEADER].copy_from_slice(&out_header(OUT_HEADER, -libc::EIO, unique));
-            self.header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&0u32.to_le_bytes());
-            return;
-        }
-        self.header[..OUT_HEADER].copy_from_slice(header);
-        self.payload[..body.len()].copy_from_slice(body);
-        self.header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&(body.len() as u32).to_le_bytes());
+    /// Records the answer `RingAnswer::send` wrote in place (`None`: it did not fit).
+    fn answered(&mut self, body: Option<usize>) {
+        let Some(body) = body else {
+            // Cannot happen for answers fuser builds; fail the request, not the queue.
+            error!("a FUSE answer did not fit its ring entry");
+            return self.fail(-libc::EIO);
+        };
+        self.header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&(body as u32).to_le_bytes());
+    }
+
+    /// Answers the request in the entry with just `error` (0: success, no body).
+    fn fail(&mut self, error: i32) {
+        let unique = self.u64_at(8);
+        self.header[..OUT_HEADER].copy_from_slice(&out_header(OUT_HEADER, error, unique));
+        self.header[PAYLOAD_SZ..PAYLOAD_SZ + 4].copy_from_slice(&0u32.to_le_bytes());
     }
 }
 
@@ -221,7 +265,7 @@ fn answer_one<FS: Filesystem>(
     request: &mut Vec<u8>,
 ) -> io::Result<bool> {
     entry.request_into(request)?;
-    let answer = Arc::new(RingAnswer::default());
+    let answer = Arc::new(RingAnswer::new(entry));
     let Some(req) = RequestWithSender::new(ChannelSender::ring(dev, &answer), request) else {
         return Err(io::Error::new(io::ErrorKind::InvalidData, "invalid request"));
     };
@@ -235,9 +279,10 @@ fn answer_one<FS: Filesystem>(
         req.dispatch(se);
     }
     if unanswered {
-        entry.put_answer(&out_header(OUT_HEADER, 0, entry.u64_at(8)));
+        entry.fail(0);
     } else {
-        entry.put_answer(&answer.take());
+        let body = answer.take();
+        entry.answered(body);
     }
     Ok(destroy)
 }
@@ -298,7 +343,7 @@ fn serve<FS: Filesystem>(
                 Ok(destroy) => destroy,
                 Err(e) => {
                     error!("FUSE ring queue {qid}: {e}");
-                    entry.put_answer(&out_header(OUT_HEADER, -libc::EIO, entry.u64_at(8)));
+                    entry.fail(-libc::EIO);
                     false
                 }
             };

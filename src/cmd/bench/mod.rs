@@ -115,7 +115,9 @@ impl Common {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(after_help = "Examples:\n  sudo strata bench mount\n  sudo strata bench mount --size 1024 --runs 5 --json")]
+#[command(
+    after_help = "Examples:\n  sudo strata bench mount\n  sudo strata bench mount --size 1024 --runs 5 --json\n  sudo strata bench mount --dir /dev/shm     # tmpfs: the CPU side only\n\nWith FUSE-over-io_uring on (Linux 6.14+: echo Y > /sys/module/fuse/parameters/enable_uring)\nstrata-fuse serves requests over it, and a `uring=off` row shows what it gains."
+)]
 struct MountBench {
     #[command(flatten)]
     common: Common,

@@ -102,7 +102,7 @@ pub fn require_fuse(test: &str) -> bool {
 /// As [`require_fuse`], plus FUSE-over-io_uring switched on (Linux 6.14+; CI runs
 /// `echo Y > /sys/module/fuse/parameters/enable_uring`).
 pub fn require_fuse_uring(test: &str) -> bool {
-    let on = std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y");
+    let on = strata::fuse::uring_enabled();
     require_fuse(test)
         && unavailable(
             test,

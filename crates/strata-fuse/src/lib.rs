@@ -111,6 +111,13 @@ pub enum RedirectDir {
     NoFollow,
 }
 
+/// Whether this kernel offers FUSE-over-io_uring to new mounts (Linux 6.14+ with the
+/// `fuse` module's `enable_uring`, which the node's operator sets): where it does, a mount
+/// with [`UnionConfig::uring`] takes requests over it.
+pub fn uring_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y")
+}
+
 /// What to mount.
 #[derive(Debug, Clone)]
 pub struct UnionConfig {

@@ -211,7 +211,7 @@ fn mount(args: MountBench) -> anyhow::Result<()> {
     let (results, failed) = runner::run_all(&tools, c.runs, &work.0.join("scratch"), c.drop_caches, &|m| c.say(m))?;
     skipped.extend(failed);
     let description = json!({"generated": {"size_mb": c.size, "seed": c.seed}, "layers": tars.len(),
-        "fuse_over_io_uring": mounts::uring_enabled(), "large_file_bytes": paths.large_bytes, "untar_files": files, "untar_bytes": tree.len(), "runs": c.runs,
+        "fuse_over_io_uring": strata_fuse::uring_enabled(), "large_file_bytes": paths.large_bytes, "untar_files": files, "untar_bytes": tree.len(), "runs": c.runs,
         "dir": work.0.display().to_string()});
     c.emit(&results, &skipped, "strata bench mount: MB/s through the mount", description)
 }

@@ -85,8 +85,7 @@ impl RunHooks for MountHooks {
             }
         }
         if self.op.cold {
-            rustix::fs::sync();
-            std::fs::write("/proc/sys/vm/drop_caches", b"3").context("dropping the page cache (needs root)")?;
+            super::runner::drop_caches()?;
         }
         Ok(())
     }
@@ -101,12 +100,6 @@ impl RunHooks for MountHooks {
             let _ = self.store.remove(&key);
         }
     }
-}
-
-/// Whether strata-fuse mounts here take requests over io_uring (Linux 6.14+ with the
-/// `fuse` module's `enable_uring`).
-pub fn uring_enabled() -> bool {
-    std::fs::read_to_string("/sys/module/fuse/parameters/enable_uring").is_ok_and(|v| v.trim() == "Y")
 }
 
 /// strata-fuse takes fuse-overlayfs's options, so one builder serves both.
@@ -218,7 +211,7 @@ pub fn tools(store: &std::sync::Arc<Store>, top: &str, ops: &[Operation]) -> (Ve
                 skipped.push((name, "/dev/fuse missing (modprobe fuse)".into()));
                 continue;
             }
-            if driver == Driver::StrataFuseDevOnly && !uring_enabled() {
+            if driver == Driver::StrataFuseDevOnly && !strata_fuse::uring_enabled() {
                 skipped.push((name, "FUSE-over-io_uring is off: every strata-fuse row already uses /dev/fuse".into()));
                 continue;
             }

@@ -117,9 +117,10 @@ fn scratch(work: &Path, i: usize) -> anyhow::Result<PathBuf> {
 }
 
 fn run_once(tool: &Tool, scratch: &Path, drop_caches: bool, gnu_time: bool) -> anyhow::Result<(f64, Option<u64>)> {
-    sync();
     if drop_caches {
-        std::fs::write("/proc/sys/vm/drop_caches", b"3").context("dropping the page cache (needs root)")?;
+        self::drop_caches()?;
+    } else {
+        sync();
     }
     if let Some(hooks) = &tool.hooks {
         hooks.before(scratch)?;
@@ -159,6 +160,12 @@ fn timed(tool: &Tool, scratch: &Path, gnu_time: bool) -> anyhow::Result<(f64, Op
     let rss =
         std::fs::read_to_string(&rss_file).ok().and_then(|s| s.lines().last().and_then(|l| l.trim().parse().ok()));
     Ok((secs, rss))
+}
+
+/// Writes back dirty data, then drops the page, dentry and inode caches (root only).
+pub fn drop_caches() -> anyhow::Result<()> {
+    sync();
+    std::fs::write("/proc/sys/vm/drop_caches", b"3").context("dropping the page cache (needs root)")
 }
 
 fn sync() {

@@ -135,14 +135,22 @@ impl RingAnswer {
 /// `/sys/devices/system/cpu/possible` ("0-3", "0,2-5").
 pub(crate) fn possible_cpus() -> io::Result<Vec<usize>> {
     let list = std::fs::read_to_string("/sys/devices/system/cpu/possible")?;
+    parse_cpu_list(&list)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("cpu list {list:?}")))
+}
+
+/// Parses the kernel's cpu list format ("0-3,8,10-11\n").
+fn parse_cpu_list(list: &str) -> Option<Vec<usize>> {
     let mut cpus = Vec::new();
     for part in list.trim().split(',').filter(|p| !p.is_empty()) {
-        let bad = || io::Error::new(io::ErrorKind::InvalidData, format!("cpu list {list:?}"));
         let (first, last) = part.split_once('-').unwrap_or((part, part));
-        let (first, last): (usize, usize) = (first.parse().map_err(|_| bad())?, last.parse().map_err(|_| bad())?);
+        let (first, last): (usize, usize) = (first.parse().ok()?, last.parse().ok()?);
+        if last < first {
+            return None;
+        }
         cpus.extend(first..=last);
     }
-    Ok(cpus)
+    Some(cpus)
 }
 
 /// The payload buffer the kernel requires of each entry (`ring->max_payload_sz`).
@@ -356,5 +364,20 @@ fn serve<FS: Filesystem>(
                 return Ok(());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_cpu_list;
+
+    #[test]
+    fn cpu_lists_in_the_kernel_format() {
+        assert_eq!(parse_cpu_list("0\n"), Some(vec![0]));
+        assert_eq!(parse_cpu_list("0-3\n"), Some(vec![0, 1, 2, 3]));
+        assert_eq!(parse_cpu_list("0,2-5,7\n"), Some(vec![0, 2, 3, 4, 5, 7]));
+        assert_eq!(parse_cpu_list("\n"), Some(vec![]));
+        assert_eq!(parse_cpu_list("3-1"), None);
+        assert_eq!(parse_cpu_list("0-x"), None);
     }
 }

@@ -50,8 +50,8 @@ fn fuse_ops(c: &mut Criterion) {
     let mnt = dir.path().join("mnt");
     for passthrough in [true, false] {
         let mut config = UnionConfig::new(lowers.clone());
-        config.upper = Some(dir.path().join("upper"));
-        config.work = Some(dir.path().join("work"));
+        config.stack.upper = Some(dir.path().join("upper"));
+        config.stack.work = Some(dir.path().join("work"));
         config.passthrough = passthrough;
         let mounted = mount(&config, &mnt).expect("mount");
         let tag = if passthrough { "passthrough" } else { "no passthrough" };

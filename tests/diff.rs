@@ -111,8 +111,8 @@ impl Case {
             fs::create_dir(dir.join(sub)).expect("mkdir");
         }
         let mut config = strata::fuse::UnionConfig::new(vec![self.path("lower")]);
-        config.upper = Some(dir.join("upper"));
-        config.work = Some(dir.join("work"));
+        config.stack.upper = Some(dir.join("upper"));
+        config.stack.work = Some(dir.join("work"));
         config
     }
 
@@ -178,7 +178,7 @@ fn privileged_diff_of_a_strata_fuse_upper_gives_back_the_merged_view() {
     let view = tree(&c.path("mnt"));
     mounted.unmount().expect("unmount");
     drop(guard);
-    c.check(&c.path("upper"), config.xattrs, &view);
+    c.check(&c.path("upper"), config.stack.xattrs, &view);
 }
 
 #[test]
@@ -200,7 +200,7 @@ fn privileged_diff_reads_the_tar_form_markers_of_an_upper_without_xattrs() {
     mounted.unmount().expect("unmount");
     drop(guard);
     assert!(ram.join("upper/etc/.wh.gone").exists(), "the upper dir holds tar-form whiteouts");
-    c.check(&ram.join("upper"), config.xattrs, &view);
+    c.check(&ram.join("upper"), config.stack.xattrs, &view);
 }
 
 /// A directory moved with redirect_dir=on (strata-fuse writes `*.overlay.redirect`)
@@ -225,7 +225,7 @@ fn privileged_diff_writes_out_directories_moved_with_redirects() {
     let view = tree(&m);
     mounted.unmount().expect("unmount");
     drop(guard);
-    let options = DiffOptions { xattrs: config.xattrs, ..DiffOptions::default() };
+    let options = DiffOptions { xattrs: config.stack.xattrs, ..DiffOptions::default() };
     let mut layer = Vec::new();
     let refused = write_tar(&c.path("upper"), &options, &mut layer).expect_err("needs the lower layers");
     assert!(refused.to_string().contains("redirect"), "{refused}");

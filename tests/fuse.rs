@@ -37,8 +37,8 @@ impl Stack {
 
     fn config(&self, passthrough: bool) -> UnionConfig {
         let mut c = UnionConfig::new(self.lowers.clone());
-        c.upper = Some(self.upper());
-        c.work = Some(self.dir.path().join("work"));
+        c.stack.upper = Some(self.upper());
+        c.stack.work = Some(self.dir.path().join("work"));
         c.passthrough = passthrough;
         c
     }
@@ -271,8 +271,8 @@ fn privileged_fuse_mounts_100_layers_and_read_only() {
         fs::write(l.join("top"), format!("{i}")).expect("file");
     }
     let mut c = s.config(true);
-    c.upper = None;
-    c.work = None;
+    c.stack.upper = None;
+    c.stack.work = None;
     let _g = MountGuard(s.mnt());
     let m = mount(&c, &s.mnt()).expect("mount");
     assert_eq!(fs::read_dir(s.mnt().join("shared")).expect("readdir").count(), 100);
@@ -302,8 +302,8 @@ fn privileged_fuse_copy_up_hitting_enospc_leaves_no_partial_file() {
         fs::create_dir(small.join("upper")).expect("mkdir");
         fs::create_dir(small.join("work")).expect("mkdir");
         let mut c = s.config(true);
-        c.upper = Some(small.join("upper"));
-        c.work = Some(small.join("work"));
+        c.stack.upper = Some(small.join("upper"));
+        c.stack.work = Some(small.join("work"));
         let _g = MountGuard(s.mnt());
         let m = mount(&c, &s.mnt()).expect("mount");
         let e = OpenOptions::new().append(true).open(s.mnt().join("big")).expect_err("copy-up cannot fit");
@@ -918,7 +918,7 @@ fn privileged_fuse_redirect_dir_moves_lower_dirs_as_kernel_overlayfs_reads_them(
 fn redirect_dir_on_is_refused_with_the_user_namespace() {
     let s = Stack::new(1);
     let mut config = s.config(false);
-    config.xattrs = strata::fuse::XattrNamespace::User;
+    config.stack.xattrs = strata::fuse::XattrNamespace::User;
     config.redirect_dir = strata::fuse::RedirectDir::On;
     let e = mount(&config, &s.mnt()).expect_err("forgeable redirects");
     assert!(e.to_string().contains("redirect_dir=on"), "{e}");

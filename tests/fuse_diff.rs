@@ -413,8 +413,8 @@ fn sequence(seed: u64, ops: usize, passthrough: bool, user: Option<u32>) -> (usi
         .expect("mount");
     assert!(status.success(), "kernel overlay mount failed: {options}");
     let mut config = strata::fuse::UnionConfig::new(lowers.clone());
-    config.upper = Some(d.join("fu"));
-    config.work = Some(d.join("fw"));
+    config.stack.upper = Some(d.join("fu"));
+    config.stack.work = Some(d.join("fw"));
     config.passthrough = passthrough;
     let _fuse_guard = MountGuard(m.fuse.clone());
     let fuse = strata::fuse::mount(&config, &m.fuse).expect("strata-fuse mount");

@@ -110,7 +110,7 @@ fn run_inner(relaunch: &[OsString], args: &[OsString]) -> Result<i32, String> {
     for opts in &options {
         parse_options(&mut config, opts).map_err(|e| e.to_string())?;
     }
-    if config.lowers.is_empty() {
+    if config.stack.lowers.is_empty() {
         return Err("no lowerdir= given".into());
     }
     if !foreground {

@@ -45,10 +45,11 @@ impl Isolated {
 pub(crate) fn mount_then_isolate(config: &UnionConfig, mountpoint: &Path, read_only: bool) -> io::Result<Isolated> {
     // Resolved now: the layers' paths must not be looked up through our own mount.
     let keep: Vec<PathBuf> = config
+        .stack
         .lowers
         .iter()
-        .chain(&config.upper)
-        .chain(&config.work)
+        .chain(&config.stack.upper)
+        .chain(&config.stack.work)
         .map(std::fs::canonicalize)
         .chain(["/proc", "/dev", "/sys"].map(|p| Ok(PathBuf::from(p))))
         .collect::<io::Result<_>>()?;

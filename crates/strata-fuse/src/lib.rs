@@ -37,8 +37,8 @@
 //! }
 //! std::fs::write(dir.path().join("lower/hello"), "from the layer\n")?;
 //! let mut config = UnionConfig::new(vec![dir.path().join("lower")]);
-//! config.upper = Some(dir.path().join("upper"));
-//! config.work = Some(dir.path().join("work"));
+//! config.stack.upper = Some(dir.path().join("upper"));
+//! config.stack.work = Some(dir.path().join("work"));
 //! // Mounting needs /dev/fuse (and root here; fusermount3 elsewhere).
 //! if rustix::process::geteuid().is_root() && std::path::Path::new("/dev/fuse").exists() {
 //!     let mounted = mount(&config, &dir.path().join("merged"))?;
@@ -91,7 +91,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Which xattr namespace marks opaque dirs and hides the overlay's own xattrs: the one
 /// definition in strata-core, shared with the apply engine, the store and the mounts.
-pub use strata_core::ovl::XattrNamespace;
+pub use strata_core::ovl::{MountSpec, XattrNamespace};
 
 /// overlayfs's `redirect_dir`: whether a directory with lower contents can be renamed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,12 +121,9 @@ pub fn uring_enabled() -> bool {
 /// What to mount.
 #[derive(Debug, Clone)]
 pub struct UnionConfig {
-    /// Lower layer directories, top-most first.
-    pub lowers: Vec<PathBuf>,
-    /// The writable layer; `None` mounts read-only.
-    pub upper: Option<PathBuf>,
-    /// Staging dir for copy-up and whiteouts, on the upper dir's filesystem.
-    pub work: Option<PathBuf>,
+    /// The layer dirs, the work dir, read-only and the xattr namespace: the one
+    /// definition every mounter shares.
+    pub stack: MountSpec,
     /// Use kernel passthrough for file I/O when the kernel and privilege allow.
     pub passthrough: bool,
     /// FUSE request threads.
@@ -137,11 +134,8 @@ pub struct UnionConfig {
     pub uring: bool,
     /// Let users other than the mounter in (`allow_other`; root may always).
     pub allow_other: bool,
-    pub xattrs: XattrNamespace,
     /// Name shown as the mount's source in `/proc/mounts`.
     pub fsname: String,
-    /// Mount read-only even with an upper dir.
-    pub read_only: bool,
     /// Extra mount flags: `dev`, `suid`, `exec` and their `no` forms.
     pub flags: Vec<String>,
     /// Write whiteouts as AUFS `.wh.` files even where char 0/0 devices work (for
@@ -164,17 +158,13 @@ impl UnionConfig {
         let root = rustix::process::geteuid().is_root();
         let cpus = std::thread::available_parallelism().map_or(2, usize::from);
         UnionConfig {
-            lowers,
-            upper: None,
-            work: None,
+            stack: MountSpec { lowers, upper: None, work: None, read_only: false, xattrs: XattrNamespace::native() },
             passthrough: true,
             // Requests wait on wake-ups more than on CPU: more threads than cores pay.
             threads: (2 * cpus).clamp(4, 16),
             uring: true,
             allow_other: root,
-            xattrs: XattrNamespace::native(),
             fsname: "strata".into(),
-            read_only: false,
             // Root mounts root filesystems: device nodes and setuid programs must work.
             flags: if root { vec!["dev".into(), "suid".into()] } else { Vec::new() },
             aufs_whiteouts: false,
@@ -185,13 +175,13 @@ impl UnionConfig {
     }
 
     fn check(&self) -> Result<()> {
-        if self.lowers.is_empty() && self.upper.is_none() {
+        if self.stack.lowers.is_empty() && self.stack.upper.is_none() {
             return Err(Error::Config("no layers: give at least one lowerdir".into()));
         }
-        if self.upper.is_some() != self.work.is_some() {
+        if self.stack.upper.is_some() != self.stack.work.is_some() {
             return Err(Error::Config("upperdir and workdir go together".into()));
         }
-        if let (Some(upper), Some(work)) = (&self.upper, &self.work) {
+        if let (Some(upper), Some(work)) = (&self.stack.upper, &self.stack.work) {
             use std::os::unix::fs::MetadataExt;
             let meta = |p: &Path| std::fs::metadata(p).map_err(|e| Error::Config(format!("{}: {e}", p.display())));
             if meta(upper)?.dev() != meta(work)?.dev() {
@@ -205,7 +195,7 @@ impl UnionConfig {
                 return Err(Error::Config("workdir and upperdir must not contain each other".into()));
             }
         }
-        if self.xattrs == XattrNamespace::User && self.redirect_dir == RedirectDir::On {
+        if self.stack.xattrs == XattrNamespace::User && self.redirect_dir == RedirectDir::On {
             return Err(Error::Config(
                 "redirect_dir=on needs the trusted namespace: with userxattr anyone who owns a lower dir could forge \
                  a redirect"
@@ -244,14 +234,19 @@ impl UnionConfig {
     /// Opens the layers and builds the filesystem, without mounting it.
     fn build(&self) -> Result<(fs::StrataFs, WriteForms, bool)> {
         self.check()?;
-        let mut layers = layers::Layers::open(&self.lowers, self.upper.as_deref(), self.work.as_deref(), self.xattrs)
-            .map_err(Error::Layers)?;
+        let mut layers = layers::Layers::open(
+            &self.stack.lowers,
+            self.stack.upper.as_deref(),
+            self.stack.work.as_deref(),
+            self.stack.xattrs,
+        )
+        .map_err(Error::Layers)?;
         if self.aufs_whiteouts {
             layers.forms.chardev_whiteouts = false;
         }
         let forms = layers.forms;
-        let read_only = self.read_only || !layers.has_upper();
-        let redirects = match self.xattrs {
+        let read_only = self.stack.read_only || !layers.has_upper();
+        let redirects = match self.stack.xattrs {
             XattrNamespace::Trusted => self.redirect_dir,
             XattrNamespace::User => RedirectDir::NoFollow,
         };
@@ -441,7 +436,7 @@ fn serve_isolated(
     let mount_err = |source| Error::Mount { mountpoint: mountpoint.to_owned(), source };
     // Checked before anything is mounted: a bad layer must not leave a mount behind.
     drop(config.build()?);
-    let read_only = config.read_only || config.upper.is_none();
+    let read_only = config.stack.read_only || config.stack.upper.is_none();
     let isolated = isolate::mount_then_isolate(config, mountpoint, read_only).map_err(mount_err)?;
     let (fs, forms, _) = match config.build() {
         Ok(built) => built,

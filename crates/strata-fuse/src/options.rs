@@ -32,9 +32,9 @@ pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
             None => (opt.as_str(), None),
         };
         match (key, value) {
-            ("lowerdir", Some(v)) => config.lowers = split_dirs(v)?,
-            ("upperdir", Some(v)) => config.upper = Some(PathBuf::from(v)),
-            ("workdir", Some(v)) => config.work = Some(PathBuf::from(v)),
+            ("lowerdir", Some(v)) => config.stack.lowers = split_dirs(v)?,
+            ("upperdir", Some(v)) => config.stack.upper = Some(PathBuf::from(v)),
+            ("workdir", Some(v)) => config.stack.work = Some(PathBuf::from(v)),
             ("fsname", Some(v)) => config.fsname = v.to_owned(),
             ("threads", Some(v)) => {
                 config.threads = v.parse().map_err(|_| Error::Config(format!("threads={v}: not a number")))?;
@@ -43,14 +43,14 @@ pub fn parse_options(config: &mut UnionConfig, opts: &str) -> Result<()> {
             ("passthrough", Some("off")) => config.passthrough = false,
             ("uring", Some("on")) => config.uring = true,
             ("uring", Some("off")) => config.uring = false,
-            ("userxattr", None) => config.xattrs = XattrNamespace::User,
+            ("userxattr", None) => config.stack.xattrs = XattrNamespace::User,
             ("whiteouts", Some("aufs")) => config.aufs_whiteouts = true,
             ("whiteouts", Some("overlay")) => config.aufs_whiteouts = false,
             ("redirect_dir", Some("on")) => config.redirect_dir = RedirectDir::On,
             // overlayfs's `off` still follows (its default `redirect_always_follow=Y`).
             ("redirect_dir", Some("follow" | "off")) => config.redirect_dir = RedirectDir::Follow,
             ("redirect_dir", Some("nofollow")) => config.redirect_dir = RedirectDir::NoFollow,
-            ("ro", None) => config.read_only = true,
+            ("ro", None) => config.stack.read_only = true,
             ("allow_other", None) => config.allow_other = true,
             ("dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "noatime", None) => {
                 let opposite = key.strip_prefix("no").map_or_else(|| format!("no{key}"), str::to_owned);
@@ -124,18 +124,18 @@ mod tests {
         parse_options(&mut c, podman).expect("podman's options parse");
         assert_eq!(c.uid_map, IdMap::parse("uidmapping", "0:100000:65536").expect("map"));
         parse_options(&mut c, "lowerdir=/l/2:/l/1,upperdir=/u,workdir=/w,fsync=0,nodev,userxattr").expect("parses");
-        assert_eq!(c.lowers, vec![PathBuf::from("/l/2"), PathBuf::from("/l/1")]);
-        assert_eq!(c.upper.as_deref(), Some(std::path::Path::new("/u")));
-        assert_eq!(c.work.as_deref(), Some(std::path::Path::new("/w")));
+        assert_eq!(c.stack.lowers, vec![PathBuf::from("/l/2"), PathBuf::from("/l/1")]);
+        assert_eq!(c.stack.upper.as_deref(), Some(std::path::Path::new("/u")));
+        assert_eq!(c.stack.work.as_deref(), Some(std::path::Path::new("/w")));
         assert!(c.flags.contains(&"nodev".to_owned()) && !c.flags.contains(&"dev".to_owned()), "{:?}", c.flags);
-        assert_eq!(c.xattrs, XattrNamespace::User);
+        assert_eq!(c.stack.xattrs, XattrNamespace::User);
     }
 
     #[test]
     fn escapes_keep_colons_and_commas_in_paths() {
         let mut c = UnionConfig::new(vec![]);
         parse_options(&mut c, r"lowerdir=/a\:b:/c\,d").expect("parses");
-        assert_eq!(c.lowers, vec![PathBuf::from("/a:b"), PathBuf::from("/c,d")]);
+        assert_eq!(c.stack.lowers, vec![PathBuf::from("/a:b"), PathBuf::from("/c,d")]);
     }
 
     #[test]

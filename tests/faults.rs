@@ -9,7 +9,7 @@ use std::time::Duration;
 use sha2::{Digest as _, Sha256};
 use strata_testkit::images::{Blob, oci_layout, tar_dir};
 
-use crate::util::{MountGuard, require_fuse, require_privileged, run};
+use crate::util::{MountGuard, require_fuse, require_privileged, run, start_strata_fuse};
 
 fn strata(root: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -186,22 +186,7 @@ fn privileged_fuse_daemon_killed_during_copy_up_leaves_the_old_or_new_file_never
     std::fs::write(lower.join("moved"), &body[..8 << 20]).expect("write");
     let want = format!("{:x}", Sha256::digest(&body));
     let opts = format!("lowerdir={},upperdir={},workdir={}", lower.display(), upper.display(), work.display());
-    let start = || {
-        let child = Command::new(env!("CARGO_BIN_EXE_strata-fuse"))
-            .args(["-f", "-o", &opts])
-            .arg(&mnt)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start strata-fuse");
-        for _ in 0..200 {
-            if strata::overlay::is_mount_point(&mnt) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(strata::overlay::is_mount_point(&mnt), "strata-fuse did not mount");
-        child
-    };
+    let start = || start_strata_fuse(&[], &opts, &mnt);
     for delay in [30, 150, 400] {
         let _guard = MountGuard(mnt.clone());
         let mut daemon = start();

@@ -9,7 +9,7 @@ use std::process::Command;
 use rustix::fs::{AtFlags, CWD, FileType, Mode, XattrFlags};
 use strata::fuse::{Mounted, UnionConfig, mount};
 
-use crate::util::{MountGuard, require_fuse};
+use crate::util::{MountGuard, require_fuse, start_strata_fuse};
 
 /// Lower dirs l0 (top) .. lN-1, an upper and a work dir, and a mount point.
 struct Stack {
@@ -726,16 +726,7 @@ fn privileged_fuse_daemon_memory_and_fds_stay_bounded_under_a_users_opens() {
     );
     let _g = MountGuard(s.mnt());
     // A low fd limit, so a user can reach it here: 1300, of which 1024 are root's.
-    let mut daemon = Command::new("prlimit")
-        .args(["--nofile=1300:1300", env!("CARGO_BIN_EXE_strata-fuse"), "-f", "-o", &opts])
-        .arg(s.mnt())
-        .spawn()
-        .expect("start strata-fuse");
-    let mounted = (0..500).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&s.mnt().display().to_string()))
-    });
-    assert!(mounted, "strata-fuse mounted");
+    let mut daemon = start_strata_fuse(&["prlimit", "--nofile=1300:1300"], &opts, &s.mnt());
     let (rss_before, fds_before) = rss_and_fds(daemon.id());
     // uid 1000 holds 100 opens of the big directory and 2000 opens of one file, then
     // opens distinct files until the daemon refuses.

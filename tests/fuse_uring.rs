@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::process::{Child, Command};
 
-use crate::util::require_fuse_uring;
+use crate::util::{require_fuse_uring, start_strata_fuse};
 
 /// A strata-fuse daemon in the foreground over one lower dir, with `extra` options.
 fn mount(dir: &Path, extra: &str) -> Child {
@@ -20,18 +20,7 @@ fn mount(dir: &Path, extra: &str) -> Child {
         dir.join("upper").display(),
         dir.join("work").display()
     );
-    let daemon = Command::new(env!("CARGO_BIN_EXE_strata-fuse"))
-        .args(["-f", "-o", &opts])
-        .arg(dir.join("mnt"))
-        .spawn()
-        .expect("start strata-fuse");
-    let target = dir.join("mnt").display().to_string();
-    let mounted = (0..500).any(|_| {
-        std::thread::sleep(std::time::Duration::from_millis(10));
-        fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| m.contains(&target))
-    });
-    assert!(mounted, "strata-fuse mounted {target}");
-    daemon
+    start_strata_fuse(&[], &opts, &dir.join("mnt"))
 }
 
 /// Voluntary context switches of the daemon's threads, by thread name.

@@ -181,3 +181,30 @@ pub fn unmount_all_under(dir: &Path) {
         let _ = Command::new("umount").arg("-l").arg(point).stderr(Stdio::null()).status();
     }
 }
+
+/// Starts `strata-fuse -f -o OPTS MNT`, behind `wrapper` (e.g. `["prlimit",
+/// "--nofile=1300:1300"]`) when one is given, and returns once MNT is mounted; the
+/// caller stops the daemon by its PID (`Child::kill`).
+pub fn start_strata_fuse(wrapper: &[&str], opts: &str, mnt: &Path) -> std::process::Child {
+    let daemon_program = env!("CARGO_BIN_EXE_strata-fuse");
+    let mut cmd = match wrapper.split_first() {
+        Some((program, args)) => {
+            let mut c = Command::new(program);
+            c.args(args).arg(daemon_program);
+            c
+        }
+        None => Command::new(daemon_program),
+    };
+    let mut daemon = cmd.args(["-f", "-o", opts]).arg(mnt).spawn().expect("start strata-fuse");
+    for _ in 0..500 {
+        if strata::overlay::is_mount_point(mnt) {
+            return daemon;
+        }
+        if let Ok(Some(status)) = daemon.try_wait() {
+            panic!("strata-fuse exited ({status}) before mounting {}", mnt.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _ = daemon.kill();
+    panic!("strata-fuse did not mount {} within 5 s", mnt.display());
+}

@@ -91,7 +91,12 @@ fn snapshotter_api_round_trip() {
     );
     let view = store.view("view-1", Some("committed-1"), labels(&[])).expect("view");
     assert!(view.read_only && view.upper.is_none());
-    assert_eq!(view.lowers.len(), 4);
+    let dir = |key: &str| store.snapshot_dir(key).expect("dir");
+    let chain: Vec<String> = out.chains.iter().rev().map(ToString::to_string).collect();
+    assert_eq!(view.lowers, [dir("committed-1"), dir(&chain[0]), dir(&chain[1]), dir(&chain[2])], "top-most first");
+    assert_eq!(store.mounts("view-1").expect("mounts"), view, "mounts repeats what view returned");
+    assert_eq!(store.mounts("committed-1").expect("mounts").lowers, view.lowers, "a committed layer is its own lower");
+    assert!(matches!(store.mounts("no-such"), Err(Error::NotFound { .. })));
 
     let updated = store.update("view-1", labels(&[("k", "v")])).expect("update");
     assert_eq!(updated.labels, labels(&[("k", "v")]));

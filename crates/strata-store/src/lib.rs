@@ -434,29 +434,31 @@ impl Store {
     /// # Errors
     /// It or one of its parents does not exist; a layer's markers cannot be moved.
     pub fn mounts(&self, key: &str) -> Result<MountSpec> {
-        let row = self.row(key)?;
-        let own = self.snapshots_root().join(&row.dir);
-        let mut lowers = Vec::new();
-        let mut stack = vec![(row.info.key.clone(), own.join("fs"))];
-        if row.info.kind == Kind::Committed {
-            lowers.push(own.join("fs"));
+        let chain = db::chain(&self.conn(), key)?;
+        let Some(top) = chain.first() else {
+            return Err(Error::NotFound { what: "snapshot", key: key.to_owned() });
+        };
+        // The snapshot itself is a lower only once committed; overlayfs ignores a layer
+        // root's opaque xattr, so the stack stops at the first opaque root instead.
+        let committed = top.kind == Kind::Committed;
+        let mut used = 1;
+        let mut stop = committed && top.root_opaque;
+        for link in &chain[1..] {
+            if stop {
+                break;
+            }
+            used += 1;
+            stop = link.root_opaque;
         }
-        let mut stop = row.info.kind == Kind::Committed && row.info.root_opaque;
-        let mut next = row.info.parent.clone();
-        while let (Some(parent), false) = (next, stop) {
-            let p = self.row(&parent)?;
-            let dir = self.snapshots_root().join(&p.dir).join("fs");
-            lowers.push(dir.clone());
-            stack.push((parent, dir));
-            // overlayfs ignores a layer root's opaque xattr: stop the stack here instead.
-            stop = p.info.root_opaque;
-            next = p.info.parent;
+        let fs = |link: &db::Link| self.snapshots_root().join(&link.dir).join("fs");
+        for link in &chain[..used] {
+            self.ensure_namespace(link, &fs(link))?;
         }
-        for (key, dir) in &stack {
-            self.ensure_namespace(key, dir)?;
-        }
+        let below = if committed { 0 } else { 1 };
+        let lowers = chain[below..used].iter().map(fs).collect();
+        let own = self.snapshots_root().join(&top.dir);
         let xattrs = self.native;
-        Ok(match row.info.kind {
+        Ok(match top.kind {
             Kind::Active => MountSpec {
                 lowers,
                 upper: Some(own.join("fs")),
@@ -470,13 +472,12 @@ impl Store {
 
     /// Moves snapshot `key`'s overlay markers into the store's namespace if it was
     /// written in the other one, and records that. Idempotent if interrupted.
-    fn ensure_namespace(&self, key: &str, dir: &Path) -> Result<()> {
-        let recorded = db::get_ns(&self.conn(), key)?;
-        if recorded.is_none_or(|ns| ns == self.native) {
+    fn ensure_namespace(&self, link: &db::Link, dir: &Path) -> Result<()> {
+        if link.ns.is_none_or(|ns| ns == self.native) {
             return Ok(());
         }
         ovl::convert_tree(dir, self.native).map_err(io("move overlay xattrs to the store's namespace", dir))?;
-        self.write("record xattr namespace", |tx| db::set_ns(tx, key, self.native))
+        self.write("record xattr namespace", |tx| db::set_ns(tx, &link.key, self.native))
     }
 
     /// The lower dirs (top-most first) of committed `key`, given those of its parent:

@@ -167,6 +167,40 @@ fn privileged_init_files_are_never_committed() {
     assert!(!flat.join("etc/hosts").exists(), "the injected file is not in the committed image");
 }
 
+/// `strata diff` and `strata commit` of a wide tree (1,500 new sibling dirs) under a
+/// descriptor limit of 128: a walk must not hold a descriptor per pending dir.
+#[test]
+fn privileged_diff_and_commit_of_a_wide_tree_fit_in_a_small_fd_limit() {
+    if !require_privileged("privileged_diff_and_commit_of_a_wide_tree_fit_in_a_small_fd_limit") {
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    let _guard = MountGuard(mnt.clone());
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    env.strata("store", &["mount", "--driver", "overlay", &s(&env.path("image")), &s(&mnt)]);
+    for i in 0..1500 {
+        let dir = mnt.join(format!("wide/d{i}"));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        std::fs::write(dir.join("f"), "x").expect("write");
+    }
+    let limited = |args: &[&str]| {
+        run(Command::new("prlimit")
+            .arg("--nofile=128:128")
+            .arg(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(env.path("store"))
+            .args(args))
+    };
+    let diff = limited(&["diff", &s(&mnt)]);
+    assert_eq!(diff.lines().filter(|l| l.starts_with("A /wide")).count(), 3001, "wide, 1500 dirs, 1500 files");
+    limited(&["commit", &s(&mnt), &s(&env.path("out")), "--ref", "wide:1"]);
+    env.strata("store", &["umount", "--rm", &s(&mnt)]);
+    let flat = env.path("flat");
+    env.strata("store", &["unpack", &s(&env.path("out")), "--ref", "wide:1", "--to", &s(&flat)]);
+    assert_eq!(std::fs::read_dir(flat.join("wide")).expect("wide").count(), 1500);
+}
+
 /// The shipped demo image (whiteouts, an opaque dir, lower hard links) through a commit.
 #[test]
 fn privileged_commit_of_the_demo_image_unpacks_to_the_merged_view() {

@@ -56,10 +56,20 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
         lowers.iter().map(|l| sys::open_dir_nofollow(l).map_err(io("open lower layer", l))).collect::<Result<_>>()?;
     let root = sys::open_dir_nofollow(upper).map_err(io("open upper dir", upper))?;
     let mut out = Vec::new();
-    let mut stack: Vec<(OwnedFd, PathBuf, bool)> = vec![(root, PathBuf::new(), false)];
-    while let Some((dir, rel, opaque_above)) = stack.pop() {
+    // Pending dirs travel as paths with the lower layers the union shows beneath them
+    // (by index), not as open fds: a wide tree must not hold a descriptor per pending
+    // dir. Each visit opens its dirs beneath their roots (no symlink followed) once,
+    // and its entries are looked up by name in them.
+    let mut stack: Vec<(PathBuf, Vec<usize>)> = vec![(PathBuf::new(), (0..lowers.len()).collect())];
+    while let Some((rel, shown)) = stack.pop() {
         let here = upper.join(&rel);
+        let dir = sys::open_dir_beneath(root.as_fd(), rel.as_os_str()).map_err(io("open dir", &here))?;
         let readable = sys::open_child_dir_readable(dir.as_fd(), OsStr::new("")).map_err(io("open dir", &here))?;
+        // A lower dir gone since its parent was read shows nothing.
+        let below: Vec<(usize, OwnedFd)> = shown
+            .into_iter()
+            .filter_map(|i| sys::open_dir_beneath(lowers[i].as_fd(), rel.as_os_str()).ok().map(|d| (i, d)))
+            .collect();
         for name in sys::list_dir(readable.as_fd()).map_err(io("list dir", &here))? {
             if name.as_bytes().starts_with(whiteout::AUFS_META_PREFIX) {
                 continue; // `.wh..wh..opq` and AUFS bookkeeping
@@ -78,7 +88,7 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
                 out.push(Change { path, kind: ChangeKind::Deleted });
                 continue;
             }
-            let existed = !opaque_above && in_lowers(&lowers, &path, options.xattrs);
+            let existed = shown_below(&below, &name);
             out.push(Change {
                 path: path.clone(),
                 kind: if existed { ChangeKind::Changed } else { ChangeKind::Added },
@@ -87,7 +97,8 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
                 let child = sys::open_child_dir(dir.as_fd(), &name).map_err(io("open dir", &upper.join(&path)))?;
                 let opaque = whiteout::is_opaque(child.as_fd(), OsStr::new(""), options.xattrs)
                     .map_err(io("read opaque marker", &upper.join(&path)))?;
-                stack.push((child, path, opaque_above || opaque || !existed));
+                let shown = if opaque { Vec::new() } else { dirs_below(&below, &name, options.xattrs) };
+                stack.push((path, shown));
             }
         }
     }
@@ -95,25 +106,106 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
     Ok(out)
 }
 
-/// Whether the lower layers show `path`: the top-most layer that has it, or a whiteout
-/// for it, decides.
-fn in_lowers(lowers: &[OwnedFd], path: &Path, ns: crate::ovl::XattrNamespace) -> bool {
-    let name = path.file_name().unwrap_or_default();
-    let parent = path.parent().unwrap_or(Path::new(""));
-    for layer in lowers {
-        let Ok(dir) = sys::open_dir_beneath(layer.as_fd(), parent.as_os_str()) else { continue };
+/// Whether the lower dirs `below` (top-most first) show `name`: the top-most that has
+/// it, or a whiteout for it, decides.
+fn shown_below(below: &[(usize, OwnedFd)], name: &OsStr) -> bool {
+    for (_, dir) in below {
         match sys::lstat(dir.as_fd(), name) {
             Ok(Some(st)) => return !whiteout::is_whiteout(&st),
-            Ok(None) => {
-                if sys::lstat(dir.as_fd(), &whiteout::aufs_whiteout(name)).ok().flatten().is_some() {
-                    return false;
-                }
-                if whiteout::is_opaque(dir.as_fd(), OsStr::new(""), ns).unwrap_or(false) {
-                    return false;
-                }
-            }
-            Err(_) => return false,
+            Ok(None) if !has_aufs_whiteout(dir, name) => {}
+            _ => return false,
         }
     }
     false
+}
+
+/// The layers whose dir `name` in `below` the union merges there, top-most first, up to
+/// the first opaque one; a whiteout or a non-dir in a layer hides that layer's dir and
+/// all below it.
+fn dirs_below(below: &[(usize, OwnedFd)], name: &OsStr, ns: crate::ovl::XattrNamespace) -> Vec<usize> {
+    let mut shown = Vec::new();
+    for (layer, dir) in below {
+        match sys::lstat(dir.as_fd(), name) {
+            Ok(Some(st)) if sys::is_dir(&st) => {
+                shown.push(*layer);
+                let opaque = sys::open_child_dir(dir.as_fd(), name)
+                    .and_then(|child| whiteout::is_opaque(child.as_fd(), OsStr::new(""), ns))
+                    .unwrap_or(false);
+                if opaque {
+                    break;
+                }
+            }
+            Ok(None) if !has_aufs_whiteout(dir, name) => {}
+            _ => break,
+        }
+    }
+    shown
+}
+
+fn has_aufs_whiteout(dir: &OwnedFd, name: &OsStr) -> bool {
+    sys::lstat(dir.as_fd(), &whiteout::aufs_whiteout(name)).ok().flatten().is_some()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Layers as (path, content) lists; a path ending in `/` is a dir.
+    fn layer(root: &Path, entries: &[&str]) -> PathBuf {
+        std::fs::create_dir_all(root).unwrap();
+        for entry in entries {
+            match entry.strip_suffix('/') {
+                Some(dir) => std::fs::create_dir_all(root.join(dir)).unwrap(),
+                None => std::fs::write(root.join(entry), b"x").unwrap(),
+            }
+        }
+        root.to_path_buf()
+    }
+
+    #[test]
+    fn a_lower_dir_hidden_by_a_higher_layer_shows_nothing_beneath_it() {
+        let t = tempfile::tempdir().unwrap();
+        // Lower `top` hides `bottom`'s dir `file-over-dir` with a file, `gone` with a
+        // whiteout and `opaque`'s contents with an opaque marker.
+        let top = layer(
+            &t.path().join("top"),
+            &["file-over-dir", ".wh.gone", "opaque/", "opaque/.wh..wh..opq", "merged/", "merged/t"],
+        );
+        let bottom = layer(
+            &t.path().join("bottom"),
+            &["file-over-dir/", "file-over-dir/x", "gone/", "gone/x", "opaque/", "opaque/x", "merged/", "merged/b"],
+        );
+        let upper = layer(
+            &t.path().join("upper"),
+            &[
+                "file-over-dir/",
+                "file-over-dir/x",
+                "gone/",
+                "gone/x",
+                "opaque/",
+                "opaque/x",
+                "merged/",
+                "merged/b",
+                "merged/t",
+                "merged/n",
+            ],
+        );
+        let listed = changes(&upper, &[top, bottom], &DiffOptions::default()).unwrap();
+        let letters: Vec<String> = listed.iter().map(|c| format!("{} {}", c.kind.letter(), c.path.display())).collect();
+        assert_eq!(
+            letters,
+            [
+                "C file-over-dir",
+                "A file-over-dir/x",
+                "A gone",
+                "A gone/x",
+                "C merged",
+                "C merged/b",
+                "A merged/n",
+                "C merged/t",
+                "C opaque",
+                "A opaque/x",
+            ]
+        );
+    }
 }

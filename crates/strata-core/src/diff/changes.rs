@@ -150,13 +150,13 @@ fn has_aufs_whiteout(dir: &OwnedFd, name: &OsStr) -> bool {
 mod tests {
     use super::*;
 
-    /// Layers as (path, content) lists; a path ending in `/` is a dir.
+    /// A layer dir holding `entries`: a path ending in `/` is a dir, any other a file.
     fn layer(root: &Path, entries: &[&str]) -> PathBuf {
-        std::fs::create_dir_all(root).unwrap();
+        std::fs::create_dir_all(root).expect("mkdir");
         for entry in entries {
             match entry.strip_suffix('/') {
-                Some(dir) => std::fs::create_dir_all(root.join(dir)).unwrap(),
-                None => std::fs::write(root.join(entry), b"x").unwrap(),
+                Some(dir) => std::fs::create_dir_all(root.join(dir)).expect("mkdir"),
+                None => std::fs::write(root.join(entry), b"x").expect("write"),
             }
         }
         root.to_path_buf()
@@ -164,7 +164,7 @@ mod tests {
 
     #[test]
     fn a_lower_dir_hidden_by_a_higher_layer_shows_nothing_beneath_it() {
-        let t = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().expect("tempdir");
         // Lower `top` hides `bottom`'s dir `file-over-dir` with a file, `gone` with a
         // whiteout and `opaque`'s contents with an opaque marker.
         let top = layer(
@@ -190,7 +190,7 @@ mod tests {
                 "merged/n",
             ],
         );
-        let listed = changes(&upper, &[top, bottom], &DiffOptions::default()).unwrap();
+        let listed = changes(&upper, &[top, bottom], &DiffOptions::default()).expect("changes");
         let letters: Vec<String> = listed.iter().map(|c| format!("{} {}", c.kind.letter(), c.path.display())).collect();
         assert_eq!(
             letters,

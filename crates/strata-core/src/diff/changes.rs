@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use super::DiffOptions;
+use crate::ovl::lower::{self, LowerDir};
 use crate::ovl::whiteout;
 use crate::sys;
 use crate::{Error, Result};
@@ -66,9 +67,11 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
         let dir = sys::open_dir_beneath(root.as_fd(), rel.as_os_str()).map_err(io("open dir", &here))?;
         let readable = sys::open_child_dir_readable(dir.as_fd(), OsStr::new("")).map_err(io("open dir", &here))?;
         // A lower dir gone since its parent was read shows nothing.
-        let below: Vec<(usize, OwnedFd)> = shown
+        let below: Vec<LowerDir> = shown
             .into_iter()
-            .filter_map(|i| sys::open_dir_beneath(lowers[i].as_fd(), rel.as_os_str()).ok().map(|d| (i, d)))
+            .filter_map(|layer| {
+                sys::open_dir_beneath(lowers[layer].as_fd(), rel.as_os_str()).ok().map(|dir| LowerDir { layer, dir })
+            })
             .collect();
         for name in sys::list_dir(readable.as_fd()).map_err(io("list dir", &here))? {
             if name.as_bytes().starts_with(whiteout::AUFS_META_PREFIX) {
@@ -82,68 +85,35 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
             if options.exclude.iter().any(|x| path.starts_with(x)) {
                 continue;
             }
-            let st = sys::lstat(dir.as_fd(), &name).map_err(io("stat", &upper.join(&path)))?;
+            let full = upper.join(&path);
+            let st = sys::lstat(dir.as_fd(), &name).map_err(io("stat", &full))?;
             let Some(st) = st else { continue };
             if whiteout::is_whiteout(&st) {
                 out.push(Change { path, kind: ChangeKind::Deleted });
                 continue;
             }
-            let existed = shown_below(&below, &name);
+            let existed = lower::shows(&below, &name).map_err(io("read lower layers at", &full))?;
             out.push(Change {
                 path: path.clone(),
                 kind: if existed { ChangeKind::Changed } else { ChangeKind::Added },
             });
             if sys::is_dir(&st) {
-                let child = sys::open_child_dir(dir.as_fd(), &name).map_err(io("open dir", &upper.join(&path)))?;
+                let child = sys::open_child_dir(dir.as_fd(), &name).map_err(io("open dir", &full))?;
                 let opaque = whiteout::is_opaque(child.as_fd(), OsStr::new(""), options.xattrs)
-                    .map_err(io("read opaque marker", &upper.join(&path)))?;
-                let shown = if opaque { Vec::new() } else { dirs_below(&below, &name, options.xattrs) };
+                    .map_err(io("read opaque marker", &full))?;
+                let shown = if opaque {
+                    Vec::new()
+                } else {
+                    let dirs =
+                        lower::child_dirs(&below, &name, options.xattrs).map_err(io("read lower layers at", &full))?;
+                    dirs.into_iter().map(|d| d.layer).collect()
+                };
                 stack.push((path, shown));
             }
         }
     }
     out.sort();
     Ok(out)
-}
-
-/// Whether the lower dirs `below` (top-most first) show `name`: the top-most that has
-/// it, or a whiteout for it, decides.
-fn shown_below(below: &[(usize, OwnedFd)], name: &OsStr) -> bool {
-    for (_, dir) in below {
-        match sys::lstat(dir.as_fd(), name) {
-            Ok(Some(st)) => return !whiteout::is_whiteout(&st),
-            Ok(None) if !has_aufs_whiteout(dir, name) => {}
-            _ => return false,
-        }
-    }
-    false
-}
-
-/// The layers whose dir `name` in `below` the union merges there, top-most first, up to
-/// the first opaque one; a whiteout or a non-dir in a layer hides that layer's dir and
-/// all below it.
-fn dirs_below(below: &[(usize, OwnedFd)], name: &OsStr, ns: crate::ovl::XattrNamespace) -> Vec<usize> {
-    let mut shown = Vec::new();
-    for (layer, dir) in below {
-        match sys::lstat(dir.as_fd(), name) {
-            Ok(Some(st)) if sys::is_dir(&st) => {
-                shown.push(*layer);
-                let opaque = sys::open_child_dir(dir.as_fd(), name)
-                    .and_then(|child| whiteout::is_opaque(child.as_fd(), OsStr::new(""), ns))
-                    .unwrap_or(false);
-                if opaque {
-                    break;
-                }
-            }
-            Ok(None) if !has_aufs_whiteout(dir, name) => {}
-            _ => break,
-        }
-    }
-    shown
-}
-
-fn has_aufs_whiteout(dir: &OwnedFd, name: &OsStr) -> bool {
-    sys::lstat(dir.as_fd(), &whiteout::aufs_whiteout(name)).ok().flatten().is_some()
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use rustix::fs::{FileType, Stat};
 
 use super::{DiffOptions, DiffReport};
 use crate::apply::meta::xattr_allowed;
+use crate::ovl::lower::{self, LowerDir};
 use crate::ovl::whiteout;
 use crate::sys;
 use crate::tar::{Builder, Entry, EntryKind, Timestamp};
@@ -271,7 +272,7 @@ impl<W: Write> Walk<'_, W> {
             Some(lower) => self.lower_dirs(lower, full)?,
             None => Vec::new(),
         };
-        for (layer, dir) in &lower_dirs {
+        for LowerDir { layer, dir } in &lower_dirs {
             let readable =
                 sys::open_child_dir_readable(dir.as_fd(), OsStr::new("")).map_err(io_err("open lower dir", full))?;
             for name in sys::list_dir(readable.as_fd()).map_err(io_err("list lower dir", full))? {
@@ -305,7 +306,7 @@ impl<W: Write> Walk<'_, W> {
                     self.emit(dir, name, path, &st, &child_full, Descend::Merged { lower, upper: true })
                 }
                 Source::Lower(layer) => {
-                    let dir = &lower_dirs.iter().find(|(l, _)| *l == layer).expect("listed above").1;
+                    let dir = &lower_dirs.iter().find(|d| d.layer == layer).expect("listed above").dir;
                     let st = sys::lstat(dir.as_fd(), name)
                         .map_err(io_err("stat", &child_full))?
                         .ok_or_else(|| vanished(&child_full))?;
@@ -319,30 +320,14 @@ impl<W: Write> Walk<'_, W> {
         Ok(())
     }
 
-    /// The lower layers' copies of dir `lower` (top-most first) that a mount merges: down
-    /// to the first non-directory or opaque one.
-    fn lower_dirs(&mut self, lower: &Path, full: &Path) -> Result<Vec<(usize, OwnedFd)>> {
-        let mut out = Vec::new();
+    /// The lower layers' copies of dir `lower` (top-most first) that a mount merges.
+    fn lower_dirs(&mut self, lower: &Path, full: &Path) -> Result<Vec<LowerDir>> {
         if self.lower_roots.is_empty() {
             self.lower_roots = (self.options.lowers.iter())
                 .map(|root| sys::open_dir_nofollow(root).map_err(io_err("open lower layer", root)))
                 .collect::<Result<_>>()?;
         }
-        for (i, layer) in self.lower_roots.iter().enumerate() {
-            let dir = match sys::open_dir_beneath(layer.as_fd(), lower.as_os_str()) {
-                Ok(dir) => dir,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOENT.raw_os_error()) => continue,
-                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => break,
-                Err(e) => return Err(io_err("open lower dir", full)(e)),
-            };
-            let opaque = whiteout::is_opaque(dir.as_fd(), OsStr::new(""), self.options.xattrs)
-                .map_err(io_err("read opaque marker", full))?;
-            out.push((i, dir));
-            if opaque {
-                break;
-            }
-        }
-        Ok(out)
+        lower::dirs_at(&self.lower_roots, lower, self.options.xattrs).map_err(io_err("read lower layers at", full))
     }
 
     fn file(&mut self, dir: BorrowedFd<'_>, name: &OsStr, full: &Path, mut entry: Entry, st: &Stat) -> Result<()> {
@@ -436,4 +421,57 @@ impl<W: Write> Walk<'_, W> {
 
 fn vanished(path: &Path) -> Error {
     Error::Io { op: "stat", path: path.to_path_buf(), source: std::io::Error::from(std::io::ErrorKind::NotFound) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ovl::XattrNamespace;
+    use crate::tar::Reader;
+
+    fn paths_in(layer: &[u8]) -> Vec<String> {
+        let mut reader = Reader::new(layer, "none");
+        let mut out = Vec::new();
+        while let Some(entry) = reader.next_entry().expect("read back") {
+            out.push(String::from_utf8_lossy(&entry.path).into_owned());
+        }
+        out
+    }
+
+    /// Regression: below a redirect the walk opened the target path in every lower layer
+    /// and merged them all, showing files a higher layer's opaque dir or whiteout hides.
+    #[test]
+    fn a_redirected_dir_carries_only_what_the_lower_layers_show() {
+        let t = tempfile::tempdir().expect("tempdir");
+        let mk = |rel: &str| std::fs::create_dir_all(t.path().join(rel)).expect("mkdir");
+        let touch = |rel: &str| std::fs::write(t.path().join(rel), b"x").expect("write");
+        // Lower 0 makes `a` opaque: lower 1's `a/d/hidden` is gone from the union.
+        mk("lower0/a/d");
+        touch("lower0/a/.wh..wh..opq");
+        touch("lower0/a/d/shown");
+        mk("lower1/a/d");
+        touch("lower1/a/d/hidden");
+        // Lower 0 whites out `b`: lower 1's `b/d/hidden` is gone too.
+        touch("lower0/.wh.b");
+        mk("lower1/b/d");
+        touch("lower1/b/d/hidden");
+        mk("upper/moved-a");
+        mk("upper/moved-b");
+        let ns = XattrNamespace::User;
+        let upper = sys::open_dir_nofollow(&t.path().join("upper")).expect("open upper");
+        for (name, target) in [("moved-a", "a/d"), ("moved-b", "b/d")] {
+            crate::ovl::redirect::write(upper.as_fd(), OsStr::new(name), ns, Path::new(target)).expect("redirect");
+        }
+        let options = DiffOptions {
+            xattrs: ns,
+            lowers: vec![t.path().join("lower0"), t.path().join("lower1")],
+            ..DiffOptions::default()
+        };
+        let mut layer = Vec::new();
+        write_tar(&t.path().join("upper"), &options, &mut layer).expect("diff");
+        assert_eq!(
+            paths_in(&layer),
+            ["moved-a", "moved-a/.wh..wh..opq", "moved-a/shown", "moved-b", "moved-b/.wh..wh..opq"]
+        );
+    }
 }

@@ -12,9 +12,11 @@
 //! Copying one entry up (data, owner, mode, xattrs, times) is [`copy_up`], shared by
 //! the apply engine and strata-fuse; directory renames that keep their lower contents
 //! (`redirect_dir`) are [`redirect`]. The names of the tar form (`.wh.NAME`, `.wh..wh..opq`) and the rules for telling
-//! a whiteout from a file live in [`whiteout`].
+//! a whiteout from a file live in [`whiteout`]; what the lower layers show at a path
+//! through those markers (the top-most layer decides) is [`lower`].
 
 pub mod copy_up;
+pub mod lower;
 mod namespace;
 pub mod redirect;
 mod stack;

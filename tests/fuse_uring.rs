@@ -57,6 +57,25 @@ fn round_trips_from_cpu0(file: &Path, n: usize) {
     .expect("client thread");
 }
 
+/// Waits (up to 10 s) until CPU 0's ring threads serve requests: the mount point
+/// appears at FUSE_INIT, before the daemon has started its ring threads and before
+/// they have registered with the kernel, which until then sends requests over
+/// `/dev/fuse`. A ring that never comes up fails the assertions that follow.
+fn wait_for_the_ring(pid: u32, file: &Path) {
+    let ring0 = |threads: &[(String, u64)]| -> u64 {
+        threads.iter().filter(|(name, _)| name.starts_with("fuser-ring-0-")).map(|(_, n)| n).sum()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        let before = ring0(&switches_by_thread(pid));
+        round_trips_from_cpu0(file, 100);
+        if ring0(&switches_by_thread(pid)) >= before + 90 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 fn unmount(dir: &Path, mut daemon: Child) {
     assert!(Command::new("umount").arg(dir.join("mnt")).status().expect("umount").success());
     // The ring threads end with the mount, so the daemon exits.
@@ -73,6 +92,7 @@ fn privileged_fuse_serves_requests_on_the_callers_cpu_over_io_uring() {
     let daemon = mount(dir.path(), "");
     let pid = daemon.id();
     let mnt = dir.path().join("mnt");
+    wait_for_the_ring(pid, &mnt.join("file"));
     let before = switches_by_thread(pid);
     let cpus = fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible cpus");
     let last: usize = cpus.trim().rsplit(['-', ',']).next().and_then(|c| c.parse().ok()).expect("cpu id");

@@ -36,6 +36,7 @@ fn main() -> ExitCode {
     }
     // clap exits with 2 on bad usage and 0 for --help / --version.
     let cli = Cli::parse();
+    raise_open_file_limit();
     match cli.command.run(&cli.root) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -43,6 +44,21 @@ fn main() -> ExitCode {
             let _ = io::stdout().flush();
             eprintln!("strata: error: {err:#}");
             ExitCode::from(1)
+        }
+    }
+}
+
+/// Takes the hard limit on open files as the soft one, as Go programs (containerd,
+/// Docker, podman) do since Go 1.19: a diff of a deep tree holds a descriptor per level
+/// and a snapshotter serves many requests at once, while the soft default (1024) dates
+/// from `select(2)`, which strata never calls. Nothing to do where the hard limit is
+/// unlimited or already in force.
+fn raise_open_file_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if let (Some(current), Some(maximum)) = (limit.current, limit.maximum) {
+        if current < maximum {
+            let _ = setrlimit(Resource::Nofile, Rlimit { current: Some(maximum), maximum: Some(maximum) });
         }
     }
 }

@@ -201,6 +201,53 @@ fn privileged_diff_and_commit_of_a_wide_tree_fit_in_a_small_fd_limit() {
     assert_eq!(std::fs::read_dir(flat.join("wide")).expect("wide").count(), 1500);
 }
 
+/// A container can build a directory chain deeper than any layer may be (`mkdir d && cd
+/// d` in a loop; 9,000 levels here). Started with a soft descriptor limit of 64 (hard
+/// 4,096): `strata diff` and `strata commit` refuse it naming where it is (they overflowed
+/// the stack or failed with a 6 KiB path before), and `strata umount --rm` still removes
+/// the writable layer (it failed with EMFILE).
+#[test]
+fn privileged_a_tree_deeper_than_any_layer_is_refused_clearly_and_still_removed() {
+    if !require_privileged("privileged_a_tree_deeper_than_any_layer_is_refused_clearly_and_still_removed") {
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.path("mnt");
+    let _guard = MountGuard(mnt.clone());
+    let s = |p: &std::path::Path| p.to_str().expect("utf-8").to_owned();
+    env.strata("store", &["mount", "--driver", "overlay", &s(&env.path("image")), &s(&mnt)]);
+    std::fs::create_dir(mnt.join("deep")).expect("mkdir");
+    let mut at = rustix::fs::open(mnt.join("deep"), rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).expect("open");
+    for _ in 0..9000 {
+        rustix::fs::mkdirat(&at, "d", rustix::fs::Mode::from_raw_mode(0o755)).expect("mkdir");
+        at = rustix::fs::openat(&at, "d", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).expect("descend");
+    }
+    drop(at);
+    let limited = |args: &[&str]| {
+        Command::new("prlimit")
+            .arg("--nofile=64:4096")
+            .arg(env!("CARGO_BIN_EXE_strata"))
+            .arg("--root")
+            .arg(env.path("store"))
+            .args(args)
+            .output()
+            .expect("run strata")
+    };
+    for args in [vec!["diff", &s(&mnt)], vec!["commit", &s(&mnt), &s(&env.path("out")), "--ref", "deep:1"]] {
+        let out = limited(&args.iter().map(|a| a.as_ref()).collect::<Vec<&str>>());
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?} fails cleanly: {said}");
+        assert!(said.contains("\"deep\"") && said.contains("longer than PATH_MAX"), "{args:?}: {said}");
+        assert!(said.len() < 1000, "{args:?}: the error is readable, not 4 KiB of path: {said}");
+    }
+    let out = limited(&["umount", "--rm", &s(&mnt)]);
+    assert!(out.status.success(), "umount --rm: {}", String::from_utf8_lossy(&out.stderr));
+    let listed = env.strata("store", &["snapshots", "ls"]);
+    assert!(!listed.contains("active"), "the writable layer is gone:\n{listed}");
+    let dirs = std::fs::read_dir(env.path("store/snapshots")).expect("snapshots").count();
+    assert_eq!(dirs, 1, "only the image's layer dir is left");
+}
+
 /// The shipped demo image (whiteouts, an opaque dir, lower hard links) through a commit.
 #[test]
 fn privileged_commit_of_the_demo_image_unpacks_to_the_merged_view() {

@@ -298,8 +298,10 @@ impl Store {
             Ok(row.dir)
         })?;
         // After the commit: a crash here leaves an orphan dir, removed at the next open.
-        let path = self.snapshots_root().join(dir);
-        std::fs::remove_dir_all(&path).map_err(io("remove snapshot dir", &path))
+        let snapshots = self.snapshots_root();
+        let root = sys::open_dir_nofollow(&snapshots).map_err(io("open snapshots dir", &snapshots))?;
+        let path = snapshots.join(&dir);
+        sys::remove_all(root.as_fd(), OsStr::new(&dir)).map_err(io("remove snapshot dir", &path))
     }
 
     /// Snapshot metadata.

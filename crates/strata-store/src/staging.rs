@@ -60,11 +60,12 @@ impl Staging {
 
     /// Removes the staging dir (after a failed or redundant unpack).
     pub(crate) fn discard(self) -> Result<()> {
-        std::fs::remove_dir_all(&self.path).map_err(|source| Error::Io {
-            op: "remove staging dir",
-            path: self.path.clone(),
-            source,
-        })
+        let io = |source| Error::Io { op: "remove staging dir", path: self.path.clone(), source };
+        let (Some(parent), Some(name)) = (self.path.parent(), self.path.file_name()) else {
+            return Err(io(std::io::Error::from(std::io::ErrorKind::InvalidInput)));
+        };
+        let parent = sys::open_dir_nofollow(parent).map_err(io)?;
+        sys::remove_all(parent.as_fd(), name).map_err(io)
     }
 }
 

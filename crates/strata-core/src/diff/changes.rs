@@ -7,9 +7,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use super::DiffOptions;
+use super::{DiffOptions, path_too_long};
 use crate::ovl::lower::{self, LowerDir};
 use crate::ovl::whiteout;
+use crate::path::PATH_MAX;
 use crate::sys;
 use crate::{Error, Result};
 
@@ -82,6 +83,9 @@ pub fn changes(upper: &Path, lowers: &[PathBuf], options: &DiffOptions) -> Resul
                 continue;
             }
             let path = rel.join(&name);
+            if path.as_os_str().len() >= PATH_MAX {
+                return Err(path_too_long(path.as_os_str().as_bytes()));
+            }
             if options.exclude.iter().any(|x| path.starts_with(x)) {
                 continue;
             }

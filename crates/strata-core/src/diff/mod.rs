@@ -35,13 +35,17 @@ mod changes;
 mod layer;
 mod walk;
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
 pub use changes::{Change, ChangeKind, changes};
 pub use layer::{LayerOutput, write_layer};
 pub use walk::write_tar;
 
+use crate::Error;
 use crate::ovl::XattrNamespace;
+use crate::path::PATH_MAX;
 
 /// How to write a layer from an upper dir.
 #[derive(Debug, Clone)]
@@ -101,4 +105,20 @@ pub struct DiffReport {
     pub data_bytes: u64,
     /// Entries that cannot be in a layer (sockets), left out.
     pub skipped: u64,
+}
+
+/// The error for an upper-dir path (layer path bytes) longer than a layer may hold:
+/// `mkdir d && cd d` in a loop builds one, and no runtime could create it (strata's
+/// apply refuses it, as Docker and containerd fail with `ENAMETOOLONG`). Names the
+/// top-level entry holding it and its depth rather than printing 4 KiB of path.
+fn path_too_long(path: &[u8]) -> Error {
+    let top = path.split(|&b| b == b'/').next().unwrap_or_default();
+    let levels = path.split(|&b| b == b'/').count();
+    Error::Unrepresentable {
+        path: PathBuf::from(OsStr::from_bytes(top)),
+        reason: format!(
+            "holds a path longer than PATH_MAX ({PATH_MAX} bytes), {levels} levels deep: \
+             a layer cannot carry it (no runtime could create it)"
+        ),
+    }
 }

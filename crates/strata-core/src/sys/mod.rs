@@ -15,6 +15,7 @@
 
 pub mod mountinfo;
 mod pinned;
+mod remove;
 mod xattr;
 
 use std::ffi::{OsStr, OsString};
@@ -29,6 +30,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags, Timestamps};
 use rustix::io::Errno;
 
 pub use pinned::{PinnedNode, pin_node};
+pub use remove::remove_all;
 pub use xattr::{
     get_xattr, list_xattrs, list_xattrs_fd, remove_xattr_fd, remove_xattr_nofollow, set_xattr_fd, set_xattr_nofollow,
     set_xattr_nofollow_with,
@@ -278,27 +280,6 @@ pub fn file_type(st: &Stat) -> FileType {
     FileType::from_raw_mode(st.st_mode)
 }
 
-/// Removes `name` from `dir` whatever it is; a directory goes with its whole tree.
-/// Never follows a symlink: a symlink is removed, not what it points to.
-///
-/// # Errors
-/// What the kernel says, other than `ENOENT`.
-pub fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
-    match rustix::fs::unlinkat(dir, name, AtFlags::empty()) {
-        Ok(()) | Err(Errno::NOENT) => return Ok(()),
-        Err(Errno::ISDIR) => {}
-        Err(e) => return Err(errno(e)),
-    }
-    let child = open_child_dir_readable(dir, name)?;
-    for name in list_dir(child.as_fd())? {
-        remove_all(child.as_fd(), &name)?;
-    }
-    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(errno(e)),
-    }
-}
-
 /// The names in a directory opened readable, without `.` and `..`.
 ///
 /// # Errors
@@ -414,19 +395,5 @@ mod tests {
         for bad in ["a/up", "a/up/etc", "a/rel", "a/missing"] {
             assert!(open_dir_beneath(root.as_fd(), OsStr::new(bad)).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn remove_all_removes_links_not_targets() {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let victim = tmp.path().join("victim");
-        std::fs::create_dir(&victim).expect("mkdir");
-        std::fs::write(victim.join("keep"), b"x").expect("write");
-        std::fs::create_dir_all(tmp.path().join("t/d")).expect("mkdir");
-        std::os::unix::fs::symlink(&victim, tmp.path().join("t/d/link")).expect("symlink");
-        let root = open_dir_path(tmp.path()).expect("open");
-        remove_all(root.as_fd(), OsStr::new("t")).expect("remove");
-        assert!(!tmp.path().join("t").exists());
-        assert!(victim.join("keep").exists());
     }
 }

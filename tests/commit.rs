@@ -30,6 +30,14 @@ impl Env {
         run(Command::new(env!("CARGO_BIN_EXE_strata")).arg("--root").arg(self.path(store)).args(args))
     }
 
+    /// `strata` on the store `store` under `prlimit --nofile=SOFT:HARD`.
+    fn strata_limited(&self, nofile: &str, args: &[&str]) -> Command {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}")).arg(env!("CARGO_BIN_EXE_strata"));
+        cmd.arg("--root").arg(self.path("store")).args(args);
+        cmd
+    }
+
     /// Mounts the base image with `driver`, makes the changes, and commits them into
     /// `out` as `reference`; returns the merged view and the commit's JSON.
     fn mount_change_commit(
@@ -184,14 +192,7 @@ fn privileged_diff_and_commit_of_a_wide_tree_fit_in_a_small_fd_limit() {
         std::fs::create_dir_all(&dir).expect("mkdir");
         std::fs::write(dir.join("f"), "x").expect("write");
     }
-    let limited = |args: &[&str]| {
-        run(Command::new("prlimit")
-            .arg("--nofile=128:128")
-            .arg(env!("CARGO_BIN_EXE_strata"))
-            .arg("--root")
-            .arg(env.path("store"))
-            .args(args))
-    };
+    let limited = |args: &[&str]| run(&mut env.strata_limited("128:128", args));
     let diff = limited(&["diff", &s(&mnt)]);
     assert_eq!(diff.lines().filter(|l| l.starts_with("A /wide")).count(), 3001, "wide, 1500 dirs, 1500 files");
     limited(&["commit", &s(&mnt), &s(&env.path("out")), "--ref", "wide:1"]);
@@ -223,16 +224,7 @@ fn privileged_a_tree_deeper_than_any_layer_is_refused_clearly_and_still_removed(
         at = rustix::fs::openat(&at, "d", rustix::fs::OFlags::PATH, rustix::fs::Mode::empty()).expect("descend");
     }
     drop(at);
-    let limited = |args: &[&str]| {
-        Command::new("prlimit")
-            .arg("--nofile=64:4096")
-            .arg(env!("CARGO_BIN_EXE_strata"))
-            .arg("--root")
-            .arg(env.path("store"))
-            .args(args)
-            .output()
-            .expect("run strata")
-    };
+    let limited = |args: &[&str]| env.strata_limited("64:4096", args).output().expect("run strata");
     for args in [vec!["diff", &s(&mnt)], vec!["commit", &s(&mnt), &s(&env.path("out")), "--ref", "deep:1"]] {
         let out = limited(&args.iter().map(|a| a.as_ref()).collect::<Vec<&str>>());
         let said = String::from_utf8_lossy(&out.stderr);

@@ -199,8 +199,7 @@ fn privileged_fuse_daemon_killed_during_copy_up_leaves_the_old_or_new_file_never
             .spawn()
             .expect("writer");
         std::thread::sleep(Duration::from_millis(delay));
-        let _ = daemon.kill(); // SIGKILL, by PID
-        let _ = daemon.wait();
+        daemon.kill();
         let _ = writer.wait();
         run(Command::new("umount").arg("-l").arg(&mnt));
         // In the upper dir: no file, the whole copy, or the whole copy plus the byte.
@@ -222,8 +221,7 @@ fn privileged_fuse_daemon_killed_during_copy_up_leaves_the_old_or_new_file_never
         let names: Vec<_> = ["moved", "renamed"].into_iter().filter(|n| mnt.join(n).exists()).collect();
         assert_eq!(names.len(), 1, "killed at {delay} ms: the renamed file is in exactly one place: {names:?}");
         assert_eq!(std::fs::read(mnt.join(names[0])).expect("read").len(), 8 << 20, "and whole");
-        let _ = daemon.kill();
-        let _ = daemon.wait();
+        daemon.kill();
         run(Command::new("umount").arg("-l").arg(&mnt));
         // Next round starts from the lower files again.
         for name in ["big", "moved", "renamed"] {

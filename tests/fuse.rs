@@ -724,9 +724,8 @@ fn privileged_fuse_daemon_memory_and_fds_stay_bounded_under_a_users_opens() {
         s.upper().display(),
         s.dir.path().join("work").display()
     );
-    let _g = MountGuard(s.mnt());
     // A low fd limit, so a user can reach it here: 1300, of which 1024 are root's.
-    let mut daemon = start_strata_fuse(&["prlimit", "--nofile=1300:1300"], &opts, &s.mnt());
+    let daemon = start_strata_fuse(&["prlimit", "--nofile=1300:1300"], &opts, &s.mnt());
     let (rss_before, fds_before) = rss_and_fds(daemon.id());
     // uid 1000 holds 100 opens of the big directory and 2000 opens of one file, then
     // opens distinct files until the daemon refuses.
@@ -760,8 +759,7 @@ fn privileged_fuse_daemon_memory_and_fds_stay_bounded_under_a_users_opens() {
     // open would be ~500 MB and 2000 fds.
     assert!(rss < rss_before + 60, "daemon RSS grew from {rss_before} MB to {rss} MB");
     assert!(fds < fds_before + 300, "daemon fds grew from {fds_before} to {fds}");
-    assert!(Command::new("umount").arg(s.mnt()).status().expect("umount").success());
-    daemon.wait().expect("daemon exits after umount");
+    daemon.unmount();
 }
 
 /// Runs the detached strata-fuse daemon `bin` over `lower` (a tmpfs) and reports

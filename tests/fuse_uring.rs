@@ -4,12 +4,11 @@
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Command};
 
-use crate::util::{require_fuse_uring, start_strata_fuse};
+use crate::util::{FuseDaemon, require_fuse_uring, start_strata_fuse};
 
 /// A strata-fuse daemon in the foreground over one lower dir, with `extra` options.
-fn mount(dir: &Path, extra: &str) -> Child {
+fn mount(dir: &Path, extra: &str) -> FuseDaemon {
     for d in ["lower", "upper", "work", "mnt"] {
         fs::create_dir_all(dir.join(d)).expect("mkdir");
     }
@@ -76,10 +75,9 @@ fn wait_for_the_ring(pid: u32, file: &Path) {
     }
 }
 
-fn unmount(dir: &Path, mut daemon: Child) {
-    assert!(Command::new("umount").arg(dir.join("mnt")).status().expect("umount").success());
+fn unmount(daemon: FuseDaemon) {
     // The ring threads end with the mount, so the daemon exits.
-    let status = daemon.wait().expect("daemon exits after umount");
+    let status = daemon.unmount();
     assert!(status.success(), "strata-fuse exited with {status}");
 }
 
@@ -123,7 +121,7 @@ fn privileged_fuse_serves_requests_on_the_callers_cpu_over_io_uring() {
     fs::remove_file(mnt.join("renamed")).expect("unlink");
     assert_eq!(fs::read(dir.path().join("upper/file")).expect("upper copy"), b"changed");
     assert_eq!(fs::read(dir.path().join("lower/file")).expect("lower"), b"lower data");
-    unmount(dir.path(), daemon);
+    unmount(daemon);
 
     // uring=off: no ring threads; every request over /dev/fuse.
     let off = tempfile::tempdir().expect("tempdir");
@@ -132,5 +130,5 @@ fn privileged_fuse_serves_requests_on_the_callers_cpu_over_io_uring() {
     let threads = switches_by_thread(daemon.id());
     assert!(!threads.iter().any(|(name, _)| name.starts_with("fuser-ring-")), "uring=off starts no ring: {threads:?}");
     assert_eq!(fs::read(off.path().join("mnt/file")).expect("read"), b"lower data");
-    unmount(off.path(), daemon);
+    unmount(daemon);
 }

@@ -182,10 +182,45 @@ pub fn unmount_all_under(dir: &Path) {
     }
 }
 
+/// A strata-fuse daemon a test started. Dropped before [`FuseDaemon::unmount`] (a test
+/// that failed midway), its mount is detached and the daemon killed by its PID and reaped.
+pub struct FuseDaemon {
+    child: std::process::Child,
+    mnt: PathBuf,
+}
+
+impl FuseDaemon {
+    /// The daemon's PID.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL by its PID, then reaps it; the mount stays (a dead daemon's mount).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Unmounts MNT and waits for the daemon to exit on its own; its exit status.
+    pub fn unmount(mut self) -> std::process::ExitStatus {
+        assert!(Command::new("umount").arg(&self.mnt).status().expect("umount").success());
+        self.child.wait().expect("daemon exits after umount")
+    }
+}
+
+impl Drop for FuseDaemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = Command::new("umount").arg("-l").arg(&self.mnt).stderr(Stdio::null()).status();
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// Starts `strata-fuse -f -o OPTS MNT`, behind `wrapper` (e.g. `["prlimit",
-/// "--nofile=1300:1300"]`) when one is given, and returns once MNT is mounted; the
-/// caller stops the daemon by its PID (`Child::kill`).
-pub fn start_strata_fuse(wrapper: &[&str], opts: &str, mnt: &Path) -> std::process::Child {
+/// "--nofile=1300:1300"]`) when one is given, and returns once MNT is mounted.
+pub fn start_strata_fuse(wrapper: &[&str], opts: &str, mnt: &Path) -> FuseDaemon {
     let daemon_program = env!("CARGO_BIN_EXE_strata-fuse");
     let mut cmd = match wrapper.split_first() {
         Some((program, args)) => {
@@ -195,16 +230,16 @@ pub fn start_strata_fuse(wrapper: &[&str], opts: &str, mnt: &Path) -> std::proce
         }
         None => Command::new(daemon_program),
     };
-    let mut daemon = cmd.args(["-f", "-o", opts]).arg(mnt).spawn().expect("start strata-fuse");
+    let child = cmd.args(["-f", "-o", opts]).arg(mnt).spawn().expect("start strata-fuse");
+    let mut daemon = FuseDaemon { child, mnt: mnt.to_path_buf() };
     for _ in 0..500 {
         if strata::overlay::is_mount_point(mnt) {
             return daemon;
         }
-        if let Ok(Some(status)) = daemon.try_wait() {
+        if let Ok(Some(status)) = daemon.child.try_wait() {
             panic!("strata-fuse exited ({status}) before mounting {}", mnt.display());
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    let _ = daemon.kill();
     panic!("strata-fuse did not mount {} within 5 s", mnt.display());
 }
